@@ -1,0 +1,265 @@
+"""The exception tree, and the mapping from an HTTP error response to it.
+
+    FoundryError                 anything this package raises on purpose
+    ├── ConfigurationError       bad connection / option / template: fix your input
+    │   └── MissingKeyError      auth "key" but no key in memory or in the named variable
+    ├── ConnectionFailed         could not reach the endpoint (DNS, refused, TLS, cut)
+    ├── TimeoutError             no answer within the timeout / deadline
+    ├── StreamError              a stream ended before the service said it was complete
+    ├── ResponseError            a 2xx whose body is not what the API promises
+    └── HTTPStatusError          the service answered with status >= 400
+        ├── BadRequestError      400 (and 422)
+        │   ├── ContentFilterError      the prompt or the completion was filtered
+        │   └── ContextLengthError      prompt + max tokens exceed the model's window
+        ├── AuthError            401 / 403, and credentials that cannot produce a token
+        ├── NotFoundError        404: wrong deployment, route or api-version
+        ├── RateLimitError       429 (`retry_after` seconds; `quota_block` when it is hours)
+        └── ServerError          5xx
+
+Every message names the cause and the fix. No message, repr or attribute holds a secret:
+keys never reach this module, and request headers are not kept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = [
+    "FoundryError",
+    "ConfigurationError",
+    "MissingKeyError",
+    "ConnectionFailed",
+    "TimeoutError",
+    "StreamError",
+    "ResponseError",
+    "HTTPStatusError",
+    "BadRequestError",
+    "ContentFilterError",
+    "ContextLengthError",
+    "AuthError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "error_from_response",
+]
+
+
+class FoundryError(Exception):
+    """Base class. `hint` is the fix, shown on its own line after the cause."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class ConfigurationError(FoundryError, ValueError):
+    """Input the user can fix: a malformed URL, an unknown connection, a bad option."""
+
+
+class MissingKeyError(ConfigurationError):
+    pass
+
+
+class ConnectionFailed(FoundryError):
+    pass
+
+
+class TimeoutError(FoundryError):  # noqa: A001 - deliberately shadows the builtin inside the tree
+    pass
+
+
+class StreamError(FoundryError):
+    """A stream stopped early. `partial` is the text received before it stopped."""
+
+    def __init__(self, message: str, *, partial: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.partial = partial
+
+
+class ResponseError(FoundryError):
+    pass
+
+
+class HTTPStatusError(FoundryError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        head = f"HTTP {self.status}"
+        if self.code:
+            head += f" {self.code}"
+        text = f"{head}: {self.message}"
+        if self.request_id:
+            text += f" (request id {self.request_id})"
+        return f"{text}\n{self.hint}" if self.hint else text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+class BadRequestError(HTTPStatusError):
+    pass
+
+
+class ContentFilterError(BadRequestError):
+    """`categories` maps each category that fired to its severity (or True)."""
+
+    def __init__(self, message: str, *, categories: Mapping[str, Any] | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.categories = dict(categories or {})
+
+
+class ContextLengthError(BadRequestError):
+    pass
+
+
+class AuthError(HTTPStatusError):
+    def __init__(self, message: str, *, status: int = 401, **kw: Any) -> None:
+        super().__init__(message, status=status, **kw)
+
+
+class NotFoundError(HTTPStatusError):
+    pass
+
+
+class RateLimitError(HTTPStatusError):
+    def __init__(self, message: str, *, retry_after: float | None = None, quota_block: bool = False, **kw: Any) -> None:
+        kw.setdefault("status", 429)
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+        self.quota_block = quota_block
+
+
+class ServerError(HTTPStatusError):
+    pass
+
+
+# --------------------------------------------------------------------------- mapping
+
+@dataclass
+class _Envelope:
+    code: str | None
+    message: str
+    inner_code: str | None
+    filter_results: dict[str, Any]
+
+
+def _parse_envelope(body: Any, text: str) -> _Envelope:
+    """Azure's `{"error": {...}}`, OpenAI's, and plain-text bodies alike."""
+    err: Any = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, str):  # some gateways: {"error": "message"}
+        return _Envelope(None, err, None, {})
+    if not isinstance(err, dict):
+        if isinstance(body, dict) and ("message" in body or "detail" in body):
+            # API Management and some local servers: {"statusCode": 401, "message": "..."}
+            msg = body.get("message") or body.get("detail")
+            return _Envelope(str(body.get("code") or "") or None, str(msg), None, {})
+        return _Envelope(None, (text or "").strip()[:500] or "no error body", None, {})
+    inner = err.get("innererror") or err.get("inner_error") or {}
+    if not isinstance(inner, dict):
+        inner = {}
+    filters = inner.get("content_filter_result") or inner.get("content_filter_results") or {}
+    if not isinstance(filters, dict):
+        filters = {}
+    code = err.get("code")
+    return _Envelope(
+        str(code) if code is not None else None,
+        str(err.get("message") or "no message"),
+        inner.get("code"),
+        filters,
+    )
+
+
+def filtered_categories(results: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`{"violence": {"filtered": true, "severity": "medium"}, ...}` -> `{"violence": "medium"}`."""
+    fired: dict[str, Any] = {}
+    for name, value in (results or {}).items():
+        if isinstance(value, dict) and value.get("filtered"):
+            fired[name] = value.get("severity") or True
+    return fired
+
+
+_HINTS = {
+    401: "Check the key (or the Entra ID token's scope) for this endpoint: "
+    "`%foundry connections` shows where the key is read from.",
+    403: "Your identity lacks a role on the resource, or network rules block this machine: "
+    "ask for 'Cognitive Services OpenAI User' (projects: 'Azure AI User').",
+    404: "Check the deployment or model name (`%foundry models`), the endpoint path and the api-version.",
+}
+
+
+def error_from_response(
+    status: int,
+    body_text: str,
+    *,
+    request_id: str | None = None,
+    retry_after: float | None = None,
+    quota_block_after: float = 300.0,
+) -> HTTPStatusError:
+    """Build the right exception for an HTTP error response (status >= 400)."""
+    try:
+        body: Any = json.loads(body_text) if body_text else None
+    except ValueError:
+        body = None
+    env = _parse_envelope(body, body_text)
+    code = env.code or env.inner_code
+    kw: dict[str, Any] = dict(status=status, code=code, request_id=request_id, body=body)
+    lowered = (env.code or "").lower()
+    if status == 429:
+        block = retry_after is not None and retry_after >= quota_block_after
+        if block:
+            hint = (
+                f"The quota is exhausted for about {_human(retry_after)}: come back then, "
+                "or raise the deployment's quota in the Foundry portal."
+            )
+        else:
+            hint = "The service is rate limiting you: lower the concurrency or pass rpm=/tpm= budgets."
+        return RateLimitError(env.message, retry_after=retry_after, quota_block=block, hint=hint, **kw)
+    if status in (400, 422):
+        if lowered == "content_filter" or env.inner_code == "ResponsibleAIPolicyViolation" or env.filter_results:
+            cats = filtered_categories(env.filter_results)
+            names = ", ".join(f"{k} ({v})" if v is not True else k for k, v in cats.items())
+            hint = "The prompt was blocked by the content filter" + (f": {names}." if names else ".")
+            hint += " Rephrase it, or adjust the deployment's content filter policy."
+            return ContentFilterError(env.message, categories=cats, hint=hint, **kw)
+        if lowered in ("context_length_exceeded", "string_above_max_length") or "maximum context length" in env.message:
+            return ContextLengthError(
+                env.message, hint="Shorten the prompt or the history (--new), or lower max_tokens.", **kw
+            )
+        return BadRequestError(env.message, hint=None, **kw)
+    if status in (401, 403):
+        return AuthError(env.message, hint=_HINTS[status], **kw)
+    if status == 404:
+        return NotFoundError(env.message, hint=_HINTS[404], **kw)
+    if status >= 500:
+        return ServerError(env.message, hint="The service had a transient failure; retrying later usually works.", **kw)
+    return HTTPStatusError(env.message, **kw)
+
+
+def _human(seconds: float | None) -> str:
+    if seconds is None:
+        return "a while"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.0f} seconds"
