@@ -122,3 +122,32 @@ def pop_notice() -> str | None:
     with _lock:
         text, _notice = _notice, None
         return text
+
+
+def describe_connections() -> list[dict[str, Any]]:
+    """One row per known connection for display: never a key, only whether one is available."""
+    import os
+
+    rows = []
+    try:
+        current = current_connection()
+    except ConfigurationError:
+        current = None
+    known = known_connections()
+    if current is not None and current.is_emulator:
+        known.setdefault(EMULATOR_NAME, current)
+    for name, conn in known.items():
+        if conn.auth == "key":
+            if conn.api_key is not None:
+                key = "in memory"
+            elif conn.api_key_env and os.environ.get(conn.api_key_env):
+                key = f"${conn.api_key_env} set"
+            else:
+                key = f"${conn.api_key_env} missing" if conn.api_key_env else "missing"
+        else:
+            key = conn.auth
+        rows.append(dict(
+            name=name, kind=conn.kind, endpoint=conn.endpoint, auth=conn.auth, key=key,
+            model=conn.model or "", source=conn.source or "", current=current is not None and current == conn,
+        ))
+    return rows

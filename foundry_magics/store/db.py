@@ -1,0 +1,74 @@
+"""Opening SQLite databases safely for several notebooks (processes) at once.
+
+WAL journal, a busy timeout, and numbered migrations applied in one transaction each:
+`migrations[i]` takes the schema from version i to i+1 (PRAGMA user_version).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ConfigurationError
+
+__all__ = ["open_db", "BUSY_TIMEOUT_MS"]
+
+BUSY_TIMEOUT_MS = 10_000
+_migrate_lock = threading.Lock()
+
+
+def open_db(path: Path, migrations: Sequence[str], *, check_same_thread: bool = False) -> sqlite3.Connection:
+    """Open (creating) `path`, enable WAL and a busy timeout, and apply pending migrations."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                             check_same_thread=check_same_thread)
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        with _migrate_lock:
+            _migrate(db, migrations)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigurationError(
+            f"Cannot open the database {path}: {exc}.",
+            hint="Move the file away (it will be recreated), or set FOUNDRY_MAGICS_HOME to another folder.",
+        ) from None
+    return db
+
+
+def _migrate(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(migrations):
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this foundry-magics knows ({len(migrations)}); upgrade the package"
+        )
+    while version < len(migrations):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the write lock.
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            if current == version:
+                for statement in _statements(migrations[version]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _statements(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
