@@ -151,7 +151,7 @@ class Connection:
                 values["auth"] = "entra"
             else:
                 values["auth"] = "key"
-        auth = fields.get("auth", values["auth"])
+        auth = fields.get("auth") or values.get("auth")
         if auth == "key" and fields.get("api_key") is None and not fields.get("api_key_env"):
             values["api_key_env"] = DEFAULT_KEY_ENV.get(kind)
         if "key_header" not in fields:

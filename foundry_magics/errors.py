@@ -96,12 +96,14 @@ class HTTPStatusError(FoundryError):
         request_id: str | None = None,
         body: Any = None,
         hint: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status = status
         self.code = code
         self.request_id = request_id
         self.body = body
+        self.retry_after = retry_after  # seconds the service asked us to wait, if it said
 
     def __str__(self) -> str:
         head = f"HTTP {self.status}"
@@ -142,10 +144,9 @@ class NotFoundError(HTTPStatusError):
 
 
 class RateLimitError(HTTPStatusError):
-    def __init__(self, message: str, *, retry_after: float | None = None, quota_block: bool = False, **kw: Any) -> None:
+    def __init__(self, message: str, *, quota_block: bool = False, **kw: Any) -> None:
         kw.setdefault("status", 429)
         super().__init__(message, **kw)
-        self.retry_after = retry_after
         self.quota_block = quota_block
 
 
@@ -222,7 +223,7 @@ def error_from_response(
         body = None
     env = _parse_envelope(body, body_text)
     code = env.code or env.inner_code
-    kw: dict[str, Any] = dict(status=status, code=code, request_id=request_id, body=body)
+    kw: dict[str, Any] = dict(status=status, code=code, request_id=request_id, body=body, retry_after=retry_after)
     lowered = (env.code or "").lower()
     if status == 429:
         block = retry_after is not None and retry_after >= quota_block_after
@@ -233,7 +234,7 @@ def error_from_response(
             )
         else:
             hint = "The service is rate limiting you: lower the concurrency or pass rpm=/tpm= budgets."
-        return RateLimitError(env.message, retry_after=retry_after, quota_block=block, hint=hint, **kw)
+        return RateLimitError(env.message, quota_block=block, hint=hint, **kw)
     if status in (400, 422):
         if lowered == "content_filter" or env.inner_code == "ResponsibleAIPolicyViolation" or env.filter_results:
             cats = filtered_categories(env.filter_results)

@@ -83,13 +83,15 @@ class SSEDecoder:
     def flush(self) -> Event | None:
         """At end of input: a final event without its blank line is still dispatched."""
         if self._buffer:
-            self.feed_line(self._buffer)
-            self._buffer = ""
+            line, self._buffer = self._buffer, ""
+            ev = self.feed_line(line)
+            if ev is not None:
+                return ev
         return self._dispatch()
 
     def _dispatch(self) -> Event | None:
-        if not self._data and not self._event:
-            self._event = ""
+        if not self._data:  # per the spec: no data lines, no event
+            self._event, self._retry = "", None
             return None
         ev = Event(self._event or "message", "\n".join(self._data), self._id, self._retry)
         self._event, self._data, self._retry = "", [], None
