@@ -40,25 +40,32 @@ def emulator_connection() -> Connection:
 
 
 def known_connections() -> dict[str, Connection]:
-    """Registry connections first, then discovered ones under names the registry does not use."""
+    """Registry connections first, then discovered ones under names the registry does not use.
+
+    A key pasted earlier in this process for a name (foundry_magics.keys) is attached.
+    """
+    from . import keys
+
     reg = Registry.load()
     found, problems = discover()
     for line in problems:
         log.warning(line)
-    out = dict(reg.connections)
+    out = {name: keys.with_key(conn) for name, conn in reg.connections.items()}
     for name, conn in found.items():
-        out.setdefault(name, conn)
+        out.setdefault(name, keys.with_key(conn))
     return out
 
 
 def _default() -> Connection:
     global _notice, _notice_given
+    from . import keys
+
     reg = Registry.load()
     if reg.default and reg.default in reg.connections:
-        return reg.connections[reg.default]
+        return keys.with_key(reg.connections[reg.default])
     found, _ = discover()
     if found:
-        return next(iter(found.values()))
+        return keys.with_key(next(iter(found.values())))
     conn = emulator_connection()
     if not _notice_given:
         _notice, _notice_given = EMULATOR_NOTICE, True
@@ -125,10 +132,31 @@ def pop_notice() -> str | None:
 
 
 def describe_connections() -> list[dict[str, Any]]:
-    """One row per known connection for display: never a key, only whether one is available."""
+    """One row per known connection for display: never a key, only whether one is available.
+
+    Rows: name, kind, endpoint, auth, key (where the key comes from and whether it is there),
+    model, source ("registry", "env:VARIABLE", "emulator", "session"), current (bool).
+    """
     import os
 
-    rows = []
+    def key_state(conn: Connection, pasted_before: bool) -> str:
+        if conn.auth != "key":
+            return conn.auth
+        if conn.api_key is not None:
+            return "in memory"
+        var = conn.api_key_env
+        if var and os.environ.get(var, "").strip():
+            return f"${var} set"
+        if pasted_before:  # saved with a pasted key (`key_prompt = true`), now gone
+            return "paste it again (picker)" + (f" or set ${var}" if var else "")
+        return f"${var} missing" if var else "missing"
+
+    def row(name: str, conn: Connection, is_current: bool, pasted_before: bool, source: str = "") -> dict[str, Any]:
+        return dict(name=name, kind=conn.kind, endpoint=conn.endpoint, auth=conn.auth,
+                    key=key_state(conn, pasted_before), model=conn.model or "",
+                    source=conn.source or source, current=is_current)
+
+    reg = Registry.load()
     try:
         current = current_connection()
     except ConfigurationError:
@@ -136,18 +164,13 @@ def describe_connections() -> list[dict[str, Any]]:
     known = known_connections()
     if current is not None and current.is_emulator:
         known.setdefault(EMULATOR_NAME, current)
+    rows = []
+    marked = False
     for name, conn in known.items():
-        if conn.auth == "key":
-            if conn.api_key is not None:
-                key = "in memory"
-            elif conn.api_key_env and os.environ.get(conn.api_key_env):
-                key = f"${conn.api_key_env} set"
-            else:
-                key = f"${conn.api_key_env} missing" if conn.api_key_env else "missing"
-        else:
-            key = conn.auth
-        rows.append(dict(
-            name=name, kind=conn.kind, endpoint=conn.endpoint, auth=conn.auth, key=key,
-            model=conn.model or "", source=conn.source or "", current=current is not None and current == conn,
-        ))
+        is_current = not marked and current is not None and current == conn
+        marked = marked or is_current
+        rows.append(row(name, conn, is_current, name in reg.key_prompt))
+    if current is not None and not marked:
+        # Made current from a URL or the picker without saving: still show it.
+        rows.append(row(current.label, current, True, False, source="session"))
     return rows

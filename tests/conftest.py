@@ -23,11 +23,13 @@ def fm_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FOUNDRY_MAGICS_HOME", str(home))
     for var in AZURE_VARS:
         monkeypatch.delenv(var, raising=False)
-    from foundry_magics import session
+    from foundry_magics import keys, session
 
     session.set_current(None)
+    keys.clear()
     yield home
     session.set_current(None)
+    keys.clear()
 
 
 @pytest.fixture(scope="session")
