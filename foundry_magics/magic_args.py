@@ -1,0 +1,375 @@
+"""Parsing `%%foundry` / `%foundry` arguments into typed objects. No I/O, no business logic.
+
+Options use shell-like quoting (`-s "You are terse"`), `--opt value` or `--opt=value`.
+Mistakes raise IPython's `UsageError` with one readable message that names the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+
+__all__ = [
+    "PromptArgs", "LineCommand", "parse_cell", "parse_line", "options_help", "FORMATS", "APIS", "SUBCOMMANDS",
+]
+
+FORMATS = ("markdown", "text", "code", "json", "html")
+APIS = ("chat", "responses")
+AUTHS = ("entra", "key", "none")
+
+
+@dataclass
+class PromptArgs:
+    """A parsed `%%foundry` line (or a one-line `%foundry` prompt). None means "use the default"."""
+
+    prompt: str = ""
+    connection: str | None = None
+    model: str | None = None
+    system: str | None = None
+    api: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    format: str | None = None
+    out: str | None = None
+    chat: str | None = None
+    new: bool = False
+    stream: bool | None = None
+    interpolate: bool = True
+    schema: str | None = None
+    dry_run: bool = False
+    df: str | None = None
+    concurrency: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    given: set[str] = field(default_factory=set)  # option names given explicitly (for messages)
+
+
+@dataclass
+class LineCommand:
+    """A `%foundry SUBCOMMAND ...` line."""
+
+    name: str
+    args: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- option table
+
+
+def _number(kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Callable[[str, str], Any]:
+    def convert(flag: str, raw: str) -> Any:
+        try:
+            value = kind(raw)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise UsageError(f"{flag} needs {what}, got {raw!r}.") from None
+        if lo is not None and (value <= lo if lo_open else value < lo) or hi is not None and value > hi:
+            rng = f"between {lo} and {hi}" if hi is not None else (f"greater than {lo}" if lo_open else f"at least {lo}")
+            raise UsageError(f"{flag} must be {rng}, got {raw}.")
+        return value
+
+    return convert
+
+
+_ALIASES = {"md": "markdown", "txt": "text", "plain": "text", "python": "code", "completions": "chat"}
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def convert(flag: str, raw: str) -> str:
+        low = raw.lower()
+        if low not in choices and _ALIASES.get(low) in choices:
+            low = _ALIASES[low]
+        if low not in choices:
+            near = difflib.get_close_matches(low, choices, n=1)
+            tip = f" Did you mean {near[0]!r}?" if near else ""
+            raise UsageError(f"{flag} must be one of {', '.join(choices)}; got {raw!r}.{tip}")
+        return low
+
+    return convert
+
+
+def _text(flag: str, raw: str) -> str:
+    return raw
+
+
+@dataclass
+class _Opt:
+    flags: tuple[str, ...]
+    dest: str
+    metavar: str | None  # None: a flag without a value
+    help: str
+    convert: Callable[[str, str], Any] = _text
+    optional_value: bool = False  # `--chat [NAME]`
+    const: Any = True  # the value a flag (or a bare optional) sets
+
+
+CELL_OPTIONS: list[_Opt] = [
+    _Opt(("-c", "--connection"), "connection", "NAME", "connection name or endpoint URL for this cell"),
+    _Opt(("-m", "--model"), "model", "NAME", "model / deployment name"),
+    _Opt(("-s", "--system"), "system", "TEXT", "system prompt (quote it)"),
+    _Opt(("--api",), "api", "chat|responses", "chat completions or the Responses API", _choice(APIS)),
+    _Opt(("-t", "--temperature"), "temperature", "F", "sampling temperature, 0 to 2", _number(float, 0, 2)),
+    _Opt(("--max-tokens",), "max_tokens", "N", "cap on reply tokens", _number(int, 1)),
+    _Opt(("-f", "--format"), "format", "|".join(FORMATS), "how to show the reply (default markdown)", _choice(FORMATS)),
+    _Opt(("-o", "--out"), "out", "VAR", "store the reply text (parsed object for -f json) in VAR; "
+         "with --df, the result column"),
+    _Opt(("--chat",), "chat", "[NAME]", "continue conversation NAME (default \"default\")", optional_value=True,
+         const="default"),
+    _Opt(("--new",), "new", None, "start the --chat conversation afresh"),
+    _Opt(("--no-stream",), "stream", None, "wait for the whole reply instead of streaming", const=False),
+    _Opt(("--stream",), "stream", None, "stream the reply (the default unless %config says otherwise)"),
+    _Opt(("--no-interpolate",), "interpolate", None, "send the cell exactly as written", const=False),
+    _Opt(("--schema",), "schema", "VAR|JSON", "structured output: a variable or inline JSON"),
+    _Opt(("--dry-run",), "dry_run", None, "show the request (secrets redacted); send nothing"),
+    _Opt(("--df",), "df", "DF", "DataFrame mode: the cell is a template over DF's columns"),
+    _Opt(("--concurrency",), "concurrency", "N", "DataFrame mode: requests in flight", _number(int, 1)),
+    _Opt(("--rpm",), "rpm", "N", "DataFrame mode: requests per minute budget", _number(float, 0, lo_open=True)),
+    _Opt(("--tpm",), "tpm", "N", "DataFrame mode: tokens per minute budget", _number(float, 0, lo_open=True)),
+]
+
+CONNECT_OPTIONS: list[_Opt] = [
+    _Opt(("-m", "--model"), "model", "M", "default model / deployment"),
+    _Opt(("--auth",), "auth", "entra|key|none", "how to authenticate", _choice(AUTHS)),
+    _Opt(("--key-env",), "api_key_env", "VAR", "environment variable holding the key"),
+    _Opt(("--key-header",), "key_header", "H", "header carrying the key (api-key, Authorization, ...)"),
+    _Opt(("--api",), "api", "chat|responses", "default API", _choice(APIS)),
+    _Opt(("--api-version",), "api_version", "V", "api-version query value"),
+    _Opt(("--save",), "save", "NAME", "save to connections.toml under NAME (never the key)"),
+]
+
+HISTORY_OPTIONS: list[_Opt] = [
+    _Opt(("-n",), "n", "N", "how many calls to show (default 10)", _number(int, 1)),
+]
+
+_DF_ONLY = ("concurrency", "rpm", "tpm")
+
+
+def _table(opts: list[_Opt]) -> dict[str, _Opt]:
+    return {flag: o for o in opts for flag in o.flags}
+
+
+def _unknown(flag: str, table: dict[str, _Opt], where: str) -> UsageError:
+    near = difflib.get_close_matches(flag, list(table), n=1, cutoff=0.6)
+    tip = f" Did you mean {near[0]}?" if near else ""
+    return UsageError(f"Unknown option {flag} for {where}.{tip}")
+
+
+def _split(line: str, where: str) -> list[str]:
+    try:
+        return shlex.split(line, posix=True)
+    except ValueError as exc:  # "No closing quotation", "No escaped character"
+        raise UsageError(f"Cannot read the {where} options: {exc}. Check the quotes in: {line.strip()}") from None
+
+
+class _Parser:
+    """Reads option tokens one at a time; stops at the first token that is not an option."""
+
+    def __init__(self, opts: list[_Opt], where: str, *, greedy_optional: bool = True) -> None:
+        self.table = _table(opts)
+        self.where = where
+        self.greedy_optional = greedy_optional
+
+    def parse(self, tokens: list[str], values: dict[str, Any], given: set[str]) -> int:
+        """Fill `values`; return the index of the first positional token (len(tokens) if none)."""
+        i = 0
+        while i < len(tokens):
+            tok = tokens[i]
+            if tok == "--":
+                return i + 1
+            if not tok.startswith("-") or tok == "-" or _is_negative_number(tok):
+                return i
+            flag, eq, inline = tok.partition("=")
+            opt = self.table.get(flag)
+            if opt is None:
+                raise _unknown(flag, self.table, self.where)
+            i += 1
+            if opt.metavar is None:
+                if eq:
+                    raise UsageError(f"{flag} takes no value (got {tok!r}).")
+                value: Any = opt.const
+            elif opt.optional_value:
+                if eq:
+                    value = inline
+                elif self.greedy_optional and i < len(tokens) and not tokens[i].startswith("-"):
+                    value, i = tokens[i], i + 1
+                else:
+                    value = opt.const
+            else:
+                if eq:
+                    raw = inline
+                elif i < len(tokens) and (not tokens[i].startswith("-") or _is_negative_number(tokens[i])):
+                    raw, i = tokens[i], i + 1
+                else:
+                    raise UsageError(f"{'/'.join(opt.flags)} needs a value ({opt.metavar}).")
+                value = opt.convert(flag, raw)
+            if opt.dest in given and values.get(opt.dest) != value:
+                raise UsageError(f"{'/'.join(opt.flags)} is given twice with different values.")
+            values[opt.dest] = value
+            given.add(opt.dest)
+        return i
+
+
+def _is_negative_number(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return tok.startswith("-")
+
+
+def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
+    args = PromptArgs(prompt=prompt, given=given, **values)
+    if args.new and args.chat is None:
+        args.chat = "default"
+    if args.chat is not None and not args.chat.strip():
+        raise UsageError("--chat NAME needs a non-empty name.")
+    if args.df is None:
+        extra = [f"--{d}" for d in _DF_ONLY if d in given]
+        if extra:
+            verb = "applies" if len(extra) == 1 else "apply"
+            raise UsageError(f"{', '.join(extra)} only {verb} in DataFrame mode (--df DF --out COL).")
+        if args.out is not None and not args.out.isidentifier():
+            raise UsageError(f"-o/--out needs a Python variable name, got {args.out!r}.")
+    else:
+        if not args.out:
+            raise UsageError("DataFrame mode needs --out COL: the column that receives the results.")
+        clash = [f for f, d in (("--chat", "chat"), ("--dry-run", "dry_run"), ("-f", "format")) if d in given]
+        if clash:
+            raise UsageError(f"{', '.join(clash)} cannot be used with --df (DataFrame mode).")
+    return args
+
+
+def parse_cell(line: str, cell: str) -> PromptArgs:
+    """`%%foundry LINE` + the cell body. Every token on the line must be an option."""
+    tokens = _split(line, "%%foundry")
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    stop = _Parser(CELL_OPTIONS, "%%foundry").parse(tokens, values, given)
+    if stop < len(tokens):
+        rest = " ".join(tokens[stop:])
+        raise UsageError(
+            f"Unexpected text on the %%foundry line: {rest!r}. The prompt goes in the cell body; "
+            "quote option values that contain spaces (-s \"You are terse\")."
+        )
+    return _finish(values, given, _trim_body(cell))
+
+
+def _trim_body(cell: str) -> str:
+    """Drop blank lines around the cell body and trailing spaces; keep the first line's indent."""
+    lines = cell.splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return "\n".join(lines).rstrip()
+
+
+SUBCOMMANDS = ("connect", "connections", "picker", "models", "use", "history", "usage", "chat", "emulator", "help")
+_NO_ARGS = ("connections", "picker", "models", "usage", "help")
+
+
+def parse_line(line: str) -> LineCommand | PromptArgs:
+    """`%foundry ...`: a subcommand when the line fits one, else a one-line prompt.
+
+    A first word that names a subcommand but is followed by words that do not fit it
+    (`%foundry help me write a haiku`) is a prompt.
+    """
+    text = line.strip()
+    if not text:
+        return LineCommand("help")
+    first, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if first in SUBCOMMANDS:
+        cmd = _subcommand(first, rest)
+        if cmd is not None:
+            return cmd
+    if text.startswith("-"):
+        return _line_prompt_with_options(text)
+    return PromptArgs(prompt=text)
+
+
+def _subcommand(name: str, rest: str) -> LineCommand | None:
+    if name in _NO_ARGS:
+        return LineCommand(name) if not rest else None
+    if name == "use":
+        words = rest.split()
+        if not words:
+            raise UsageError("`%foundry use MODEL` needs a model name; `%foundry models` lists them.")
+        return LineCommand("use", words) if len(words) == 1 else None
+    if name == "chat":
+        words = rest.split()
+        if not words:
+            return LineCommand("chat", ["show", "default"])
+        if words[0] in ("show", "reset", "list") and len(words) <= 2:
+            return LineCommand("chat", [words[0], words[1] if len(words) > 1 else "default"])
+        return None
+    if name == "emulator":
+        words = rest.split()
+        if not words:
+            return LineCommand("emulator", ["status"])
+        if words[0] in ("start", "stop", "status") and len(words) == 1:
+            return LineCommand("emulator", words)
+        return None
+    if name == "history":
+        if rest and not rest.startswith("-"):
+            return None
+        values: dict[str, Any] = {}
+        tokens = _split(rest, "history")
+        stop = _Parser(HISTORY_OPTIONS, "%foundry history").parse(tokens, values, set())
+        if stop < len(tokens):
+            raise UsageError(f"Unexpected {tokens[stop]!r}: use `%foundry history -n N`.")
+        return LineCommand("history", options={"n": values.get("n", 10)})
+    if name == "connect":
+        tokens = _split(rest, "connect")
+        if not tokens:
+            raise UsageError("`%foundry connect NAME|URL [--model M] [--auth entra|key|none] [--key-env VAR] "
+                             "[--key-header H] [--save NAME]` needs a connection name or an endpoint URL.")
+        target, tokens = tokens[0], tokens[1:]
+        if target.startswith("-"):
+            raise UsageError("Put the connection NAME or URL first: `%foundry connect URL --model M`.")
+        values = {}
+        stop = _Parser(CONNECT_OPTIONS, "%foundry connect").parse(tokens, values, set())
+        if stop < len(tokens):
+            raise UsageError(f"Unexpected {tokens[stop]!r} after the connection; quote URLs that contain spaces.")
+        return LineCommand("connect", [target], values)
+    return None
+
+
+def _line_prompt_with_options(text: str) -> PromptArgs:
+    """`%foundry -m gpt-4o Tell me a joke`: options first, the prompt starts at the first word that
+    is not an option or an option's value. `--chat` takes a name only as `--chat=NAME` here."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    tokens: list[str] = []
+    ends: list[int] = []  # character offset just after each token
+    try:
+        while True:
+            tok = lexer.get_token()
+            if tok is None or tok == lexer.eof:
+                break
+            tokens.append(tok)
+            ends.append(lexer.instream.tell())
+    except ValueError:
+        pass  # an unbalanced quote in the prompt part: the options before it were read
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    stop = _Parser(CELL_OPTIONS, "%foundry", greedy_optional=False).parse(tokens, values, given)
+    start = ends[stop - 1] if stop > 0 else 0
+    prompt = text[start:].strip()
+    if not prompt:
+        raise UsageError("No prompt after the options: `%foundry [options] PROMPT`, or use %%foundry for a cell.")
+    if "df" in given:
+        raise UsageError("DataFrame mode needs the cell form: %%foundry --df DF --out COL, template in the cell.")
+    return _finish(values, given, prompt)
+
+
+def options_help() -> str:
+    """The option reference, generated from the table (used by `%foundry help`)."""
+    rows = []
+    for o in CELL_OPTIONS:
+        left = ", ".join(o.flags) + (f" {o.metavar}" if o.metavar else "")
+        rows.append(f"  {left:<34} {o.help}")
+    return "\n".join(rows)

@@ -1,0 +1,248 @@
+"""The history log (`$FOUNDRY_MAGICS_HOME/history.sqlite`) and this session's usage counters.
+
+One row per call: when, connection name, model, prompt, system prompt, reply (or the text
+received before an interruption), tokens, latency, status. Never a key: request bodies
+carry none, and anything header-like (or equal to a secret the caller names) is redacted
+before it is written anyway. The schema grows by numbered migrations (store.db.open_db).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .db import open_db
+
+__all__ = ["History", "SessionUsage", "MIGRATIONS", "history_path", "redact", "prompt_of"]
+
+REDACTED = "***redacted***"
+
+MIGRATIONS: list[str] = [
+    # 1: the call log
+    """
+    CREATE TABLE calls (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts            REAL NOT NULL,
+        op            TEXT NOT NULL,
+        connection    TEXT,
+        model         TEXT,
+        prompt        TEXT,
+        system        TEXT,
+        reply         TEXT,
+        input_tokens  INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        latency       REAL,
+        status        TEXT NOT NULL,
+        error         TEXT
+    );
+    """,
+    # 2: conversations, finish reason, the (redacted) request body; time index
+    """
+    ALTER TABLE calls ADD COLUMN conversation TEXT;
+    ALTER TABLE calls ADD COLUMN finish_reason TEXT;
+    ALTER TABLE calls ADD COLUMN request TEXT;
+    CREATE INDEX calls_ts ON calls(ts);
+    """,
+]
+
+_SECRET_KEY = re.compile(r"(^|[-_])(api[-_]?key|authorization|secret|password|token|credential|subscription[-_]key)$",
+                         re.IGNORECASE)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+
+
+def history_path() -> Path:
+    from ..paths import home
+
+    return home() / "history.sqlite"
+
+
+def redact(value: Any, secrets: Sequence[str] = ()) -> Any:
+    """A copy of `value` with header-like fields and the given secret strings replaced."""
+    secrets = [s for s in secrets if s]
+
+    def scrub(text: str) -> str:
+        for s in secrets:
+            text = text.replace(s, REDACTED)
+        return _BEARER.sub(r"\1" + REDACTED, text)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            out = {}
+            for k, item in v.items():
+                if isinstance(k, str) and _SECRET_KEY.search(k) and not k.lower().endswith("_tokens"):
+                    out[k] = REDACTED
+                elif isinstance(k, str) and k.lower() == "headers":
+                    out[k] = REDACTED
+                else:
+                    out[k] = walk(item)
+            return out
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        if isinstance(v, str):
+            return scrub(v)
+        return v
+
+    return walk(value)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def prompt_of(request: dict[str, Any] | None) -> tuple[str, str | None]:
+    """(the new user prompt, the system prompt) of a chat or Responses request body."""
+    if not isinstance(request, dict):
+        return "", None
+    if "messages" in request:
+        msgs = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+        system = next((_content_text(m.get("content")) for m in msgs if m.get("role") in ("system", "developer")), None)
+        user = next((_content_text(m.get("content")) for m in reversed(msgs) if m.get("role") == "user"), "")
+        return user, system
+    payload = request.get("input")
+    if isinstance(payload, list):
+        items = [m for m in payload if isinstance(m, dict)]
+        payload = next((_content_text(m.get("content")) for m in reversed(items) if m.get("role") == "user"), "")
+    return _content_text(payload), request.get("instructions")
+
+
+class History:
+    """The SQLite call log. Opened on first use; safe from several threads and processes."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self._path = Path(path) if path is not None else None
+        self._db = None
+        self._opened: Path | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._path if self._path is not None else history_path()
+
+    def _conn(self):
+        path = self.path  # follows $FOUNDRY_MAGICS_HOME if it changes
+        if self._db is not None and self._opened != path:
+            self._db.close()
+            self._db = None
+        if self._db is None:
+            self._db = open_db(path, MIGRATIONS)
+            self._opened = path
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def record(self, rec: Any, *, conversation: str | None = None, partial: str | None = None,
+               secrets: Sequence[str] = ()) -> int:
+        """Log a finished, failed or interrupted call (a client.CallRecord). Returns the row id."""
+        reply = getattr(rec, "reply", None)
+        request = redact(getattr(rec, "request", None) or {}, secrets)
+        prompt, system = prompt_of(request)
+        if reply is not None:
+            status, text = "ok", reply.text
+        elif getattr(rec, "interrupted", False):
+            status, text = "interrupted", partial
+        else:
+            status, text = "error", partial
+        usage = getattr(reply, "usage", None)
+        row = dict(
+            ts=getattr(rec, "started", None) or time.time(),
+            op=rec.op,
+            connection=rec.connection,
+            model=(getattr(reply, "model", None) or rec.model),
+            prompt=prompt,
+            system=system,
+            reply=redact(text, secrets) if text is not None else None,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            latency=rec.latency,
+            status=status,
+            error=redact(rec.error, secrets) if rec.error else None,
+            conversation=conversation,
+            finish_reason=getattr(reply, "finish_reason", None),
+            request=json.dumps(request, ensure_ascii=False, default=str),
+        )
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._lock:
+            cur = self._conn().execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", list(row.values()))
+            return int(cur.lastrowid)
+
+    def recent(self, n: int = 10) -> list[dict[str, Any]]:
+        """The last `n` calls, newest first."""
+        with self._lock:
+            db = self._conn()
+            cur = db.execute(
+                "SELECT id, ts, op, connection, model, prompt, reply, input_tokens, output_tokens, latency, "
+                "status, error, conversation, finish_reason FROM calls ORDER BY id DESC LIMIT ?", (int(n),))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn().execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+
+@dataclass
+class _Tally:
+    calls: int = 0
+    errors: int = 0
+    interrupted: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, rec: Any) -> None:
+        self.calls += 1
+        reply = getattr(rec, "reply", None)
+        if reply is None:
+            if getattr(rec, "interrupted", False):
+                self.interrupted += 1
+            else:
+                self.errors += 1
+        else:
+            self.input_tokens += reply.usage.input_tokens
+            self.output_tokens += reply.usage.output_tokens
+        self.seconds += float(getattr(rec, "latency", 0.0) or 0.0)
+
+
+@dataclass
+class SessionUsage:
+    """Calls, tokens and time spent in this process, in total and per (connection, model)."""
+
+    total: _Tally = field(default_factory=_Tally)
+    by_model: dict[tuple[str, str], _Tally] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, rec: Any) -> None:
+        reply = getattr(rec, "reply", None)
+        key = (str(rec.connection), str((getattr(reply, "model", None) or rec.model) or "?"))
+        with self._lock:
+            self.total.add(rec)
+            self.by_model.setdefault(key, _Tally()).add(rec)
+
+    def rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            items: Iterable[tuple[tuple[str, str], _Tally]] = list(self.by_model.items())
+            out = [dict(connection=c, model=m, **vars(t)) for (c, m), t in items]
+            out.append(dict(connection="total", model="", **vars(self.total)))
+            return out
+
+    def reset(self) -> None:
+        with self._lock:
+            self.total = _Tally()
+            self.by_model.clear()
