@@ -312,6 +312,14 @@ class _BaseClient:
         except Exception:  # a broken hook must never break a call
             log.exception("on_record hook failed")
 
+    def _check_deadline(self, policy: RetryPolicy, route: Route) -> None:
+        if policy.remaining() <= 0:
+            raise TimeoutError(
+                f"The reply from {httpx.URL(route.url).host} was still arriving when the "
+                f"{policy.deadline:g} s deadline passed.",
+                hint="Raise deadline= (or the timeout), or check the network between you and the endpoint.",
+            )
+
     def _timeout(self, policy: RetryPolicy) -> httpx.Timeout:
         total = max(0.05, min(self.timeout, policy.remaining()))
         return httpx.Timeout(total, connect=min(total, 10.0))
@@ -320,6 +328,13 @@ class _BaseClient:
         if log.isEnabledFor(logging.DEBUG):
             redacted = {**self._headers, **self.auth.describe()}  # type: ignore[attr-defined]
             log.debug("%s %s attempt=%d headers=%s", route.method, route.url, attempt, redacted)
+
+
+def _decode(resp: httpx.Response, raw: bytes) -> str:
+    try:
+        return raw.decode(resp.charset_encoding or "utf-8", "replace")
+    except LookupError:  # an unknown charset name
+        return raw.decode("utf-8", "replace")
 
 
 def _request_id(resp: httpx.Response) -> str | None:
@@ -436,17 +451,20 @@ class FoundryClient(_BaseClient):
             try:
                 req = self._http.build_request(route.method, route.url, params=route.params or None, json=body,
                                                timeout=self._timeout(policy))
-                resp = self._http.send(req, stream=stream)
+                resp = self._http.send(req, stream=True)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 err = _transport_error(exc, route.url)
             else:
                 try:
+                    if resp.status_code < 400 and stream:
+                        return resp, None
+                    chunks = []
+                    for chunk in resp.iter_bytes():  # each read is bounded by the timeout...
+                        chunks.append(chunk)
+                        self._check_deadline(policy, route)  # ...and the whole body by the deadline
+                    text = _decode(resp, b"".join(chunks))
                     if resp.status_code < 400:
-                        if stream:
-                            return resp, None
-                        text = resp.text
                         return resp, self._json(resp, text)
-                    text = resp.read().decode("utf-8", "replace")
                     err = self._status_error(resp, text)
                     if resp.status_code not in RETRY_STATUSES:
                         raise err
@@ -639,17 +657,20 @@ class AsyncFoundryClient(_BaseClient):
             try:
                 req = self._http.build_request(route.method, route.url, params=route.params or None, json=body,
                                                timeout=self._timeout(policy))
-                resp = await self._http.send(req, stream=stream)
+                resp = await self._http.send(req, stream=True)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 err = _transport_error(exc, route.url)
             else:
                 try:
+                    if resp.status_code < 400 and stream:
+                        return resp, None
+                    chunks = []
+                    async for chunk in resp.aiter_bytes():
+                        chunks.append(chunk)
+                        self._check_deadline(policy, route)
+                    text = _decode(resp, b"".join(chunks))
                     if resp.status_code < 400:
-                        if stream:
-                            return resp, None
-                        text = (await resp.aread()).decode(resp.encoding or "utf-8", "replace")
                         return resp, self._json(resp, text)
-                    text = (await resp.aread()).decode("utf-8", "replace")
                     err = self._status_error(resp, text)
                     if resp.status_code not in RETRY_STATUSES:
                         raise err

@@ -145,7 +145,8 @@ class Connection:
         if "auth" not in fields:
             if key_given:
                 values["auth"] = "key"
-            elif kind in ("openai-compatible", "emulator"):
+            elif kind in ("openai-compatible", "emulator") or _is_loopback(host):
+                # Local servers (Foundry Local, llama.cpp, the emulator) rarely want a key.
                 values["auth"] = "none"
             elif kind == "foundry-project":
                 values["auth"] = "entra"
@@ -217,6 +218,10 @@ class Connection:
         if self.api_key is not None:
             return "key in memory"
         return f"${self.api_key_env}" if self.api_key_env else "no key configured"
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def normalize_key_header(header: str) -> str:

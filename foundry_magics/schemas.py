@@ -14,7 +14,7 @@ _PY_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def _field_schema(tp: Any, where: str) -> dict[str, Any]:
-    if tp in _PY_TYPES:
+    if isinstance(tp, type) and tp in _PY_TYPES:
         return {"type": _PY_TYPES[tp]}
     if isinstance(tp, str) and tp in ("string", "integer", "number", "boolean"):
         return {"type": tp}

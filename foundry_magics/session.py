@@ -15,7 +15,7 @@ from .discovery import discover
 from .errors import ConfigurationError
 from .registry import Registry
 
-__all__ = ["current_connection", "connect", "resolve", "known_connections", "emulator_connection", "pop_notice"]
+__all__ = ["current_connection", "chosen_connection", "connect", "resolve", "known_connections", "emulator_connection", "pop_notice"]
 
 log = logging.getLogger("foundry_magics")
 EMULATOR_NAME = "emulator"
@@ -71,6 +71,12 @@ def _default() -> Connection:
         _notice, _notice_given = EMULATOR_NOTICE, True
         log.info(EMULATOR_NOTICE)
     return conn
+
+
+def chosen_connection() -> Connection | None:
+    """The connection chosen with `connect` (or the picker's Use) in this process, if any."""
+    with _lock:
+        return _current
 
 
 def current_connection() -> Connection:

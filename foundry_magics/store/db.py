@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +28,7 @@ def open_db(path: Path, migrations: Sequence[str], *, check_same_thread: bool = 
         db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                              check_same_thread=check_same_thread)
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(db)
         db.execute("PRAGMA synchronous=NORMAL")
         with _migrate_lock:
             _migrate(db, migrations)
@@ -37,6 +38,24 @@ def open_db(path: Path, migrations: Sequence[str], *, check_same_thread: bool = 
             hint="Move the file away (it will be recreated), or set FOUNDRY_MAGICS_HOME to another folder.",
         ) from None
     return db
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switching a new file to WAL needs a write lock, and SQLite answers SQLITE_BUSY at once
+    (without its busy handler) while another process holds one: retry until the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if not any(word in str(exc).lower() for word in ("locked", "busy")) or time.monotonic() > deadline:
+                raise
+        else:
+            if str(mode).lower() == "wal" or time.monotonic() > deadline:
+                return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _migrate(db: sqlite3.Connection, migrations: Sequence[str]) -> None:
