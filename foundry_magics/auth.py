@@ -71,6 +71,10 @@ class KeyAuth(httpx.Auth):
         value = f"Bearer {REDACTED}" if self.header == "Authorization" else REDACTED
         return {self.header: value}
 
+    def secrets(self) -> list[str]:
+        """Values that must never be shown (used to scrub what a server echoes back)."""
+        return [self._key]
+
 
 class NoAuth(httpx.Auth):
     def __repr__(self) -> str:
@@ -81,6 +85,9 @@ class NoAuth(httpx.Auth):
 
     def describe(self) -> dict[str, str]:
         return {}
+
+    def secrets(self) -> list[str]:
+        return []
 
 
 class EntraAuth(httpx.Auth):
@@ -112,6 +119,9 @@ class EntraAuth(httpx.Auth):
 
     def describe(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {REDACTED}"}
+
+    def secrets(self) -> list[str]:
+        return [self._token] if self._token else []
 
     # -- token cache ---------------------------------------------------------------
 

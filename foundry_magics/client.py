@@ -67,6 +67,19 @@ class CallRecord:
     started: float = field(default_factory=time.time)
 
 
+def _number(value: Any, name: str, kind: type, expected: str) -> Any:
+    if isinstance(value, bool):
+        value = None
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be {expected.split(', e.g.')[0]}, got {value!r}.",
+                                 hint=f"Use {expected.split('e.g. ')[-1]}.") from None
+    if kind is int and isinstance(value, float) and value != out:
+        raise ConfigurationError(f"{name} must be a whole number, got {value!r}.", hint=f"Use {expected.split('e.g. ')[-1]}.")
+    return out
+
+
 def _resolve_connection(conn: Connection | str | None) -> Connection:
     if isinstance(conn, Connection):
         return conn
@@ -88,10 +101,16 @@ class _BaseClient:
         credential: Any = None,
         on_record: Callable[[CallRecord], None] | None = None,
     ) -> None:
-        if timeout is None or timeout <= 0:
-            raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}.")
-        if max_retries is None or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be 0 or more, got {max_retries!r}.")
+        timeout = _number(timeout, "timeout", float, "a positive number of seconds, e.g. timeout=60")
+        max_retries = _number(max_retries, "max_retries", int, "a whole number, 0 or more, e.g. max_retries=6")
+        if deadline is not None:
+            deadline = _number(deadline, "deadline", float, "a positive number of seconds, e.g. deadline=600")
+        if timeout <= 0 or (deadline is not None and deadline <= 0):
+            raise ConfigurationError(f"timeout and deadline must be positive, got {timeout!r} and {deadline!r}.",
+                                     hint="Use a number of seconds, e.g. timeout=60.")
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries must be 0 or more, got {max_retries!r}.",
+                                     hint="Use max_retries=0 to never retry.")
         self.connection = _resolve_connection(conn)
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
@@ -131,8 +150,13 @@ class _BaseClient:
         stream: bool = False,
         extra_body: dict[str, Any] | None = None,
     ) -> tuple[Route, dict[str, Any]]:
+        if messages is not None and (isinstance(messages, (str, bytes)) or not all(isinstance(m, dict) for m in messages)):
+            raise ConfigurationError(
+                "messages must be a list of {'role': ..., 'content': ...} dicts.",
+                hint='For one prompt use chat("text"); for a history use messages=[{"role": "user", "content": "..."}].',
+            )
         msgs = list(messages or [])
-        if prompt is None and not msgs:
+        if (prompt is None or not str(prompt).strip()) and not msgs:
             raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or messages=[...].")
         if system and not (msgs and msgs[0].get("role") in ("system", "developer")):
             msgs.insert(0, {"role": "system", "content": system})
@@ -173,7 +197,7 @@ class _BaseClient:
         extra_body: dict[str, Any] | None = None,
     ) -> tuple[Route, dict[str, Any]]:
         payload = input if input is not None else prompt
-        if payload is None or payload == "" or payload == []:
+        if payload is None or (isinstance(payload, str) and not payload.strip()) or payload == []:
             raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or input=[...].")
         model = self._model(model)
         route = route_for(self.connection, "responses", model)
@@ -210,10 +234,22 @@ class _BaseClient:
 
     # ------------------------------------------------------------------ parsing
 
+    def _scrub(self, text: str) -> str:
+        """Remove the live key or token from text the service sent back (some echo it)."""
+        for secret in self.auth.secrets():  # type: ignore[attr-defined]
+            if secret and secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def _scrub_error(self, exc: FoundryError) -> FoundryError:
+        exc.message = self._scrub(exc.message)
+        exc.args = (exc.message,)
+        return exc
+
     def _status_error(self, resp: httpx.Response, text: str) -> HTTPStatusError:
         return error_from_response(
             resp.status_code,
-            text,
+            self._scrub(text),
             request_id=_request_id(resp),
             retry_after=parse_retry_after(resp.headers),
         )
@@ -370,6 +406,17 @@ def _transport_error(exc: Exception, url: str) -> FoundryError:
         f"Could not reach {host}: {type(exc).__name__}: {str(exc) or 'connection failed'}.",
         hint="Check the endpoint URL and your network; for the local emulator run `%foundry emulator start`.",
     )
+
+
+def _feed_tail(state: Any, tail: Any) -> Delta | None:
+    """The bytes after the last complete event of a stream that ended early: a half-written
+    event is not an error of its own; the caller reports the stream as unfinished."""
+    if tail is None:
+        return None
+    try:
+        return state.feed(tail)
+    except ResponseError:
+        return None
 
 
 def _stream_cut(exc: Exception, partial: str) -> StreamError:
@@ -559,12 +606,13 @@ class FoundryClient(_BaseClient):
                                 break
                         if not state.done:
                             tail = decoder.flush()
-                            if tail is not None:
-                                d = state.feed(tail)
-                                if d is not None:
-                                    yield d
+                            d = _feed_tail(state, tail)
+                            if d is not None:
+                                yield d
                     except (httpx.TimeoutException, httpx.TransportError) as exc:
                         raise _stream_cut(exc, state.text) from None
+                    except StreamError as exc:
+                        raise self._scrub_error(exc) from None
                     if not state.done:
                         raise _stream_unfinished(state.text)
                     reply = self._finish_stream(op, state, resp, t0)
@@ -755,12 +803,13 @@ class AsyncFoundryClient(_BaseClient):
                                 break
                         if not state.done:
                             tail = decoder.flush()
-                            if tail is not None:
-                                d = state.feed(tail)
-                                if d is not None:
-                                    yield d
+                            d = _feed_tail(state, tail)
+                            if d is not None:
+                                yield d
                     except (httpx.TimeoutException, httpx.TransportError) as exc:
                         raise _stream_cut(exc, state.text) from None
+                    except StreamError as exc:
+                        raise self._scrub_error(exc) from None
                     if not state.done:
                         raise _stream_unfinished(state.text)
                     reply = self._finish_stream(op, state, resp, t0)

@@ -250,7 +250,10 @@ def _split(url: Any):
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("The endpoint URL is empty.", hint=_URL_HELP)
     url = url.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unbalanced IPv6 bracket
+        raise ConfigurationError(f"{url!r} is not a valid URL ({exc}).", hint=_URL_HELP) from None
     if parts.scheme not in ("http", "https"):
         if "://" in url:
             raise ConfigurationError(f"Unsupported URL scheme {parts.scheme!r} in {url!r}.", hint=_URL_HELP)
@@ -261,6 +264,11 @@ def _split(url: Any):
         raise ConfigurationError(f"{url!r} has an invalid port.", hint=_URL_HELP) from None
     if not parts.hostname:
         raise ConfigurationError(f"{url!r} has no host.", hint=_URL_HELP)
+    if any(c.isspace() for c in url):
+        raise ConfigurationError(
+            f"{url!r} contains whitespace.",
+            hint="Paste the URL alone (a key goes in the key field or a variable, never in the URL). " + _URL_HELP,
+        )
     return parts
 
 

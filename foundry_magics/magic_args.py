@@ -6,6 +6,8 @@ Mistakes raise IPython's `UsageError` with one readable message that names the f
 
 from __future__ import annotations
 
+import keyword
+
 import difflib
 import shlex
 from dataclasses import dataclass, field
@@ -232,7 +234,7 @@ def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
         if extra:
             verb = "applies" if len(extra) == 1 else "apply"
             raise UsageError(f"{', '.join(extra)} only {verb} in DataFrame mode (--df DF --out COL).")
-        if args.out is not None and not args.out.isidentifier():
+        if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
             raise UsageError(f"-o/--out needs a Python variable name, got {args.out!r}.")
     else:
         if not args.out:

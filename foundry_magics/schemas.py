@@ -51,7 +51,8 @@ def to_json_schema(schema: Any) -> dict[str, Any]:
         try:
             schema = json.loads(schema)
         except ValueError as exc:
-            raise ConfigurationError(f"The schema is not valid JSON: {exc}.") from None
+            raise ConfigurationError(f"The schema is not valid JSON: {exc}.",
+                                     hint='Give a JSON Schema object or a {"field": type} mapping.') from None
     if not isinstance(schema, Mapping):
         raise ConfigurationError(
             f"A schema must be a mapping, got {type(schema).__name__}.",

@@ -40,7 +40,11 @@ __all__ = ["ConnectionPicker", "picker", "KeyField"]
 NEW = ""  # value of the "new connection" entry in `connections`
 KEY_HEADERS = ("api-key", "Authorization", "Ocp-Apim-Subscription-Key")
 _STYLE = {"description_width": "110px"}
-_WIDE = w.Layout(width="min(640px, 100%)")
+
+
+def _wide() -> w.Layout:
+    """One Layout per widget: hiding one row (display none) must not hide the others."""
+    return w.Layout(width="min(640px, 100%)")
 _KEY_PLACEHOLDER = "paste a key (kept in memory only), or leave empty to use the variable"
 
 
@@ -89,9 +93,11 @@ class ConnectionPicker(w.VBox):
         self._programmatic = 0
         self._touched: set[str] = set()
 
-        text = functools.partial(w.Text, style=_STYLE, layout=_WIDE)
+        def text(**kw: Any) -> w.Text:
+            return w.Text(style=_STYLE, layout=_wide(), **kw)
+
         self.connections = w.Dropdown(description="Connection", options=[("New connection…", NEW)], value=NEW,
-                                      style=_STYLE, layout=_WIDE)
+                                      style=_STYLE, layout=_wide())
         self.name = text(description="Name", placeholder="e.g. prod-gpt4o (letters, digits, - and _)")
         self.endpoint = text(description="Endpoint URL", continuous_update=False,
                              placeholder="any URL the Foundry portal shows, or http://localhost:PORT/v1")
@@ -101,11 +107,11 @@ class ConnectionPicker(w.VBox):
                                     value="key", style={**_STYLE, "button_width": "90px"})
         self.key_env = text(description="Key variable", placeholder="name of the environment variable holding the key")
         self.key = KeyField(description="Key", placeholder=_KEY_PLACEHOLDER, continuous_update=False,
-                            style=_STYLE, layout=_WIDE)
+                            style=_STYLE, layout=_wide())
         self.key_header = w.Combobox(description="Key header", options=KEY_HEADERS, value="api-key",
-                                     ensure_option=False, style=_STYLE, layout=_WIDE)
+                                     ensure_option=False, style=_STYLE, layout=_wide())
         self.model = w.Combobox(description="Model", placeholder="deployment / model name (Test lists them)",
-                                options=(), ensure_option=False, style=_STYLE, layout=_WIDE)
+                                options=(), ensure_option=False, style=_STYLE, layout=_wide())
         self.make_default = w.Checkbox(description="Make it the default when saving", value=False, indent=False,
                                        layout=w.Layout(margin="0 0 0 118px"))
         self.test_button = w.Button(description="Test", icon="plug", tooltip="Send a tiny request and list models")

@@ -351,3 +351,15 @@ def test_import_stays_light():
             "p = fm.picker; assert 'ipywidgets' in sys.modules; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_hiding_the_key_rows_leaves_the_rest_of_the_form_visible():
+    # Regression: one Layout shared by every row hid the whole form when auth became "none".
+    from foundry_magics.widgets import ConnectionPicker
+
+    p = ConnectionPicker()
+    p.auth.value = "none"
+    assert p.key.layout.display == "none"
+    for part in (p.connections, p.name, p.endpoint, p.model):
+        assert part.layout.display != "none"
+    assert len({id(part.layout) for part in (p.name, p.endpoint, p.key_env, p.key, p.key_header, p.model)}) == 6
