@@ -85,3 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import *  # noqa: F403
     from .models import Delta, Reply, Usage
     from .session import connect, current_connection
+
+from . import pandas_hook  # noqa: E402 - registers df.foundry when pandas is (or gets) imported
+
+pandas_hook.install()
