@@ -98,6 +98,22 @@ class MemoryCache:
         r = self._replies
         return {k: r[k] for k in keys if k in r}
 
+    def _lookup(self, keys: Sequence[bytes], pending: dict, query: str, make: Any) -> dict:
+        """Values by key: unflushed ones from `pending`, the rest from SQLite in chunks."""
+        found = {}
+        rest = []
+        for k in keys:
+            p = pending.get(k)
+            if p is not None:
+                found[k] = p[1]
+            else:
+                rest.append(k)
+        for i in range(0, len(rest), _LOOKUP_CHUNK):
+            chunk = rest[i : i + _LOOKUP_CHUNK]
+            for row in self.db.execute(query.format(marks=",".join("?" * len(chunk))), chunk):
+                found[row[0]] = make(row)
+        return found
+
     def put(self, key: bytes, op: str, reply: CachedReply) -> None:
         self._replies[key] = reply
 
@@ -143,24 +159,23 @@ class ResponseCache(MemoryCache):
     # -- replies ------------------------------------------------------------------------
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, CachedReply]:
-        found: dict[bytes, CachedReply] = {}
+        return self._lookup(keys, self._pending, "SELECT key, text, finish_reason, input_tokens, output_tokens, model"
+                            " FROM replies WHERE key IN ({marks})", lambda row: CachedReply(*row[1:6]))
+
+    def _lookup(self, keys: Sequence[bytes], pending: dict, query: str, make: Any) -> dict:
+        """Values by key: unflushed ones from `pending`, the rest from SQLite in chunks."""
+        found = {}
         rest = []
-        pend = self._pending
         for k in keys:
-            p = pend.get(k)
+            p = pending.get(k)
             if p is not None:
                 found[k] = p[1]
             else:
                 rest.append(k)
-        db = self.db
         for i in range(0, len(rest), _LOOKUP_CHUNK):
             chunk = rest[i : i + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row in db.execute(
-                f"SELECT key, text, finish_reason, input_tokens, output_tokens, model FROM replies WHERE key IN ({marks})",
-                chunk,
-            ):
-                found[row[0]] = CachedReply(row[1], row[2], row[3], row[4], row[5])
+            for row in self.db.execute(query.format(marks=",".join("?" * len(chunk))), chunk):
+                found[row[0]] = make(row)
         return found
 
     def put(self, key: bytes, op: str, reply: CachedReply) -> None:
@@ -170,21 +185,8 @@ class ResponseCache(MemoryCache):
 
     def get_vectors(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         """Packed vectors (the bytes given to put_vector, e.g. float32) by key."""
-        found: dict[bytes, bytes] = {}
-        rest = []
-        for k in keys:
-            p = self._pending_vectors.get(k)
-            if p is not None:
-                found[k] = p[1]
-            else:
-                rest.append(k)
-        db = self.db
-        for i in range(0, len(rest), _LOOKUP_CHUNK):
-            chunk = rest[i : i + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for key, blob in db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk):
-                found[key] = bytes(blob)
-        return found
+        return self._lookup(keys, self._pending_vectors, "SELECT key, vector FROM vectors WHERE key IN ({marks})",
+                            lambda row: bytes(row[1]))
 
     def put_vector(self, key: bytes, model: str | None, vector: bytes) -> None:
         self._pending_vectors[key] = (model, bytes(vector))
