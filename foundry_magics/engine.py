@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import html
-import random
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .errors import (
@@ -47,6 +44,10 @@ from .errors import (
     TimeoutError,
 )
 
+from .looper import _engine_loop, submit  # noqa: F401 - re-exported
+from .pacing import AdaptiveLimit, TokenBucket, backoff, estimate_tokens  # noqa: F401 - re-exported
+from .report import BatchResult, RunReport, Snapshot, _set_last, last_run  # noqa: F401 - re-exported
+
 __all__ = ["RunReport", "RequestSpec", "Batch", "BatchResult", "Snapshot", "run_batch", "embed_texts",
            "last_run", "set_progress_factory", "submit", "DEFAULT_CONCURRENCY"]
 
@@ -61,45 +62,6 @@ POLL = 0.1  # seconds: how often the caller's thread looks at the run
 FAIL_FAST = 10  # this many failed requests and no success: stop and raise the error
 _RETRYABLE = (ServerError, ConnectionFailed, TimeoutError, ResponseError, StreamError)
 _FATAL = (AuthError, NotFoundError, ConfigurationError)
-
-
-# ====================================================================== the engine's loop
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.thread: threading.Thread | None = None
-
-    def get(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self.loop is None or self.thread is None or not self.thread.is_alive():
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                t = threading.Thread(target=run, name="foundry-engine", daemon=True)
-                t.start()
-                ready.wait(10)
-                self.loop, self.thread = loop, t
-            return self.loop
-
-
-_engine_loop = _LoopThread()
-
-
-def submit(coro: Any) -> concurrent.futures.Future:
-    """Run a coroutine on the engine's loop; returns a concurrent Future."""
-    if threading.current_thread() is _engine_loop.thread:
-        coro.close()
-        raise ConfigurationError("A DataFrame run cannot be started from inside another one's callback.",
-                                 hint="Call it from your own code (a notebook cell), not from the engine's thread.")
-    return asyncio.run_coroutine_threadsafe(coro, _engine_loop.get())
 
 
 # ====================================================================== what a run is
@@ -129,165 +91,6 @@ class Batch:
     na_rows: int = 0
 
 
-@dataclass
-class Snapshot:
-    """The state of a run, for progress displays."""
-
-    rows: int
-    done: int
-    failed: int
-    cached: int
-    elapsed: float
-    rate: float  # rows per second, recent
-    eta: float | None
-    rate_limited: int
-    retries: int
-    concurrency: int
-    finished: bool = False
-
-
-@dataclass
-class RunReport:
-    """What a run did: shown after `%%foundry --df` and returned by `fm.last_run()`."""
-
-    rows: int = 0  # rows in the frame
-    done: int = 0  # rows with a result (sent or cached)
-    na_rows: int = 0  # rows skipped because a used value was missing
-    unique: int = 0  # distinct requests needed
-    dedup_saved: int = 0  # rows answered by another row's identical request
-    cache_hits: int = 0  # distinct requests answered from the cache
-    requests: int = 0  # HTTP requests sent, retries included
-    retries: int = 0
-    rate_limited: int = 0  # 429 answers
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    failures: list[tuple[Any, str]] = field(default_factory=list)
-    failed: int = 0  # rows that failed
-    not_sent: int = 0  # rows never tried (stopped or interrupted)
-    interrupted: bool = False
-    stopped: str | None = None  # why the run stopped early, if it did
-    concurrency: int = 0  # the adaptive limit at the end
-    model: str | None = None
-    connection: str | None = None
-    operation: str = "chat"
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.done / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.interrupted and not self.stopped
-
-    def summary(self) -> str:
-        bits = [f"{self.done:,}/{self.rows:,} rows"]
-        if self.failed:
-            bits.append(f"{self.failed:,} failed")
-        if self.na_rows:
-            bits.append(f"{self.na_rows:,} NA skipped")
-        bits.append(f"{self.requests:,} requests")
-        if self.cache_hits:
-            bits.append(f"{self.cache_hits:,} cache hits")
-        if self.dedup_saved:
-            bits.append(f"{self.dedup_saved:,} deduplicated")
-        if self.retries:
-            bits.append(f"{self.retries:,} retries")
-        if self.rate_limited:
-            bits.append(f"{self.rate_limited:,}×429")
-        if self.input_tokens or self.output_tokens:
-            bits.append(f"{self.input_tokens:,}+{self.output_tokens:,} tokens")
-        bits.append(f"{self.seconds:.1f} s ({self.rows_per_s:,.0f} rows/s)")
-        if self.interrupted:
-            bits.append("INTERRUPTED")
-        if self.stopped:
-            bits.append(f"stopped: {self.stopped}")
-        return " · ".join(bits)
-
-    def __str__(self) -> str:
-        lines = [self.summary()]
-        for label, reason in self.failures[:10]:
-            lines.append(f"  row {label!r}: {reason}")
-        if len(self.failures) > 10:
-            lines.append(f"  … and {len(self.failures) - 10:,} more (fm.last_run().failures)")
-        return "\n".join(lines)
-
-    def _rows(self) -> list[tuple[str, str]]:
-        rows = [
-            ("rows", f"{self.done:,} of {self.rows:,} done"),
-            ("requests sent", f"{self.requests:,} ({self.unique:,} distinct needed)"),
-            ("cache hits", f"{self.cache_hits:,}"),
-            ("deduplicated rows", f"{self.dedup_saved:,}"),
-            ("retries / 429s", f"{self.retries:,} / {self.rate_limited:,}"),
-            ("tokens in / out", f"{self.input_tokens:,} / {self.output_tokens:,}"),
-            ("time", f"{self.seconds:.1f} s · {self.rows_per_s:,.1f} rows/s"),
-        ]
-        if self.na_rows:
-            rows.append(("NA rows (not sent)", f"{self.na_rows:,}"))
-        if self.failed:
-            rows.append(("failed rows", f"{self.failed:,}"))
-        if self.not_sent:
-            rows.append(("rows not sent", f"{self.not_sent:,}"))
-        if self.interrupted:
-            rows.append(("interrupted", "yes: finished rows are cached; run it again to send only the rest"))
-        if self.stopped:
-            rows.append(("stopped", self.stopped))
-        return rows
-
-    def _repr_markdown_(self) -> str:
-        out = ["| run | |", "|---|---|"]
-        out += [f"| {k} | {v} |" for k, v in self._rows()]
-        if self.failures:
-            out.append("")
-            out.append("**Failures**")
-            out.append("")
-            out += [f"- row `{label!r}`: {reason}" for label, reason in self.failures[:10]]
-            if len(self.failures) > 10:
-                out.append(f"- … and {len(self.failures) - 10:,} more (`fm.last_run().failures`)")
-        return "\n".join(out)
-
-    def _repr_html_(self) -> str:
-        e = html.escape
-        rows = "".join(f"<tr><th style='text-align:left'>{e(k)}</th><td style='text-align:left'>{e(v)}</td></tr>"
-                       for k, v in self._rows())
-        out = f"<table>{rows}</table>"
-        if self.failures:
-            items = "".join(f"<li>row <code>{e(repr(label))}</code>: {e(reason)}</li>"
-                            for label, reason in self.failures[:10])
-            more = (f"<li>… and {len(self.failures) - 10:,} more (<code>fm.last_run().failures</code>)</li>"
-                    if len(self.failures) > 10 else "")
-            out += f"<details open><summary>{len(self.failures):,} failed rows</summary><ul>{items}{more}</ul></details>"
-        return out
-
-
-@dataclass
-class BatchResult:
-    texts: list[Any]  # one per distinct request: reply text (vector), or None when failed / not sent
-    errors: dict[int, str]  # distinct request index -> reason
-    report: RunReport
-    error: BaseException | None = None  # what stopped the run (wrong key, quota block, ...)
-
-    def raise_if_stopped(self) -> None:
-        """Re-raise what stopped the run: KeyboardInterrupt, or the fatal error."""
-        if self.report.interrupted:
-            raise KeyboardInterrupt
-        if self.error is not None:
-            raise self.error
-
-
-_last: RunReport | None = None
-
-
-def last_run() -> RunReport | None:
-    """The report of the last DataFrame run in this process (None before the first)."""
-    return _last
-
-
-def _set_last(report: RunReport) -> None:
-    global _last
-    _last = report
-
-
 # ---------------------------------------------------------------------- progress hook
 # The engine is core and does not import faces: a display registers its factory here
 # (foundry_magics.progress does on import). factory(total_rows, label) -> object with
@@ -309,91 +112,6 @@ def _make_progress(progress: Any, total: int, label: str) -> Any:
     if callable(progress) and not hasattr(progress, "update"):
         return progress(total, label)
     return progress
-
-
-# ====================================================================== pacing
-
-
-class TokenBucket:
-    """A smooth budget: `rate` units per second with `burst` units of headroom.
-
-    `reserve(n)` books `n` units and returns how long to wait before using them; bookings
-    queue up in order, so concurrent callers are spaced evenly.
-    """
-
-    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = float(rate)
-        self.burst = max(1.0, float(burst))
-        self.clock = clock
-        self.level = min(self.burst, 1.0)
-        self.t = clock()
-
-    def reserve(self, n: float = 1.0) -> float:
-        now = self.clock()
-        self.level = min(self.burst, self.level + (now - self.t) * self.rate)
-        self.t = now
-        self.level -= n
-        return 0.0 if self.level >= 0 else -self.level / self.rate
-
-
-class AdaptiveLimit:
-    """At most `limit` holders at once; AIMD: halve on a rate-limit event, +1/limit per success."""
-
-    def __init__(self, maximum: int, cooldown: float = 1.0) -> None:
-        self.maximum = max(1, int(maximum))
-        self.limit = float(self.maximum)
-        self.active = 0
-        self.cooldown = cooldown
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._last_cut = -1e9
-        self.cuts = 0
-
-    @property
-    def current(self) -> int:
-        return max(1, int(self.limit))
-
-    async def acquire(self) -> None:
-        if self.active < self.current and not self._waiters:
-            self.active += 1
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut  # the releaser counted us in
-        except BaseException:
-            if fut.done() and not fut.cancelled():
-                self.release()
-            raise
-
-    def release(self) -> None:
-        self.active -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.active < self.current:
-            w = self._waiters.popleft()
-            if not w.done():
-                self.active += 1
-                w.set_result(None)
-
-    def success(self) -> None:
-        if self.limit < self.maximum:
-            self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
-            self._wake()
-
-    def decrease(self, now: float) -> None:
-        if now - self._last_cut >= self.cooldown:
-            self._last_cut = now
-            self.limit = max(1.0, self.limit / 2)
-            self.cuts += 1
-
-
-def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
-    return min(base * 2 ** (attempt - 1), cap) * (1 - 0.25 * random.random())
-
-
-def estimate_tokens(prompt: str, spec: RequestSpec) -> int:
-    return len(prompt) // 4 + len(spec.system or "") // 4 + (spec.max_tokens or 0) + 1
 
 
 def _reason(exc: BaseException) -> str:

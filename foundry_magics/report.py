@@ -1,0 +1,168 @@
+"""What a DataFrame run did: progress snapshots, the run report, and `fm.last_run()`."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Snapshot", "RunReport", "BatchResult", "last_run"]
+
+
+@dataclass
+class Snapshot:
+    """The state of a run, for progress displays."""
+
+    rows: int
+    done: int
+    failed: int
+    cached: int
+    elapsed: float
+    rate: float  # rows per second, recent
+    eta: float | None
+    rate_limited: int
+    retries: int
+    concurrency: int
+    finished: bool = False
+
+
+@dataclass
+class RunReport:
+    """What a run did: shown after `%%foundry --df` and returned by `fm.last_run()`."""
+
+    rows: int = 0  # rows in the frame
+    done: int = 0  # rows with a result (sent or cached)
+    na_rows: int = 0  # rows skipped because a used value was missing
+    unique: int = 0  # distinct requests needed
+    dedup_saved: int = 0  # rows answered by another row's identical request
+    cache_hits: int = 0  # distinct requests answered from the cache
+    requests: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[Any, str]] = field(default_factory=list)
+    failed: int = 0  # rows that failed
+    not_sent: int = 0  # rows never tried (stopped or interrupted)
+    interrupted: bool = False
+    stopped: str | None = None  # why the run stopped early, if it did
+    concurrency: int = 0  # the adaptive limit at the end
+    model: str | None = None
+    connection: str | None = None
+    operation: str = "chat"
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted and not self.stopped
+
+    def summary(self) -> str:
+        bits = [f"{self.done:,}/{self.rows:,} rows"]
+        if self.failed:
+            bits.append(f"{self.failed:,} failed")
+        if self.na_rows:
+            bits.append(f"{self.na_rows:,} NA skipped")
+        bits.append(f"{self.requests:,} requests")
+        if self.cache_hits:
+            bits.append(f"{self.cache_hits:,} cache hits")
+        if self.dedup_saved:
+            bits.append(f"{self.dedup_saved:,} deduplicated")
+        if self.retries:
+            bits.append(f"{self.retries:,} retries")
+        if self.rate_limited:
+            bits.append(f"{self.rate_limited:,}×429")
+        if self.input_tokens or self.output_tokens:
+            bits.append(f"{self.input_tokens:,}+{self.output_tokens:,} tokens")
+        bits.append(f"{self.seconds:.1f} s ({self.rows_per_s:,.0f} rows/s)")
+        if self.interrupted:
+            bits.append("INTERRUPTED")
+        if self.stopped:
+            bits.append(f"stopped: {self.stopped}")
+        return " · ".join(bits)
+
+    def __str__(self) -> str:
+        lines = [self.summary()]
+        for label, reason in self.failures[:10]:
+            lines.append(f"  row {label!r}: {reason}")
+        if len(self.failures) > 10:
+            lines.append(f"  … and {len(self.failures) - 10:,} more (fm.last_run().failures)")
+        return "\n".join(lines)
+
+    def _rows(self) -> list[tuple[str, str]]:
+        rows = [
+            ("rows", f"{self.done:,} of {self.rows:,} done"),
+            ("requests sent", f"{self.requests:,} ({self.unique:,} distinct needed)"),
+            ("cache hits", f"{self.cache_hits:,}"),
+            ("deduplicated rows", f"{self.dedup_saved:,}"),
+            ("retries / 429s", f"{self.retries:,} / {self.rate_limited:,}"),
+            ("tokens in / out", f"{self.input_tokens:,} / {self.output_tokens:,}"),
+            ("time", f"{self.seconds:.1f} s · {self.rows_per_s:,.1f} rows/s"),
+        ]
+        if self.na_rows:
+            rows.append(("NA rows (not sent)", f"{self.na_rows:,}"))
+        if self.failed:
+            rows.append(("failed rows", f"{self.failed:,}"))
+        if self.not_sent:
+            rows.append(("rows not sent", f"{self.not_sent:,}"))
+        if self.interrupted:
+            rows.append(("interrupted", "yes: finished rows are cached; run it again to send only the rest"))
+        if self.stopped:
+            rows.append(("stopped", self.stopped))
+        return rows
+
+    def _repr_markdown_(self) -> str:
+        out = ["| run | |", "|---|---|"]
+        out += [f"| {k} | {v} |" for k, v in self._rows()]
+        if self.failures:
+            out.append("")
+            out.append("**Failures**")
+            out.append("")
+            out += [f"- row `{label!r}`: {reason}" for label, reason in self.failures[:10]]
+            if len(self.failures) > 10:
+                out.append(f"- … and {len(self.failures) - 10:,} more (`fm.last_run().failures`)")
+        return "\n".join(out)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        rows = "".join(f"<tr><th style='text-align:left'>{e(k)}</th><td style='text-align:left'>{e(v)}</td></tr>"
+                       for k, v in self._rows())
+        out = f"<table>{rows}</table>"
+        if self.failures:
+            items = "".join(f"<li>row <code>{e(repr(label))}</code>: {e(reason)}</li>"
+                            for label, reason in self.failures[:10])
+            more = (f"<li>… and {len(self.failures) - 10:,} more (<code>fm.last_run().failures</code>)</li>"
+                    if len(self.failures) > 10 else "")
+            out += f"<details open><summary>{len(self.failures):,} failed rows</summary><ul>{items}{more}</ul></details>"
+        return out
+
+
+@dataclass
+class BatchResult:
+    texts: list[Any]  # one per distinct request: reply text (vector), or None when failed / not sent
+    errors: dict[int, str]  # distinct request index -> reason
+    report: RunReport
+    error: BaseException | None = None  # what stopped the run (wrong key, quota block, ...)
+
+    def raise_if_stopped(self) -> None:
+        """Re-raise what stopped the run: KeyboardInterrupt, or the fatal error."""
+        if self.report.interrupted:
+            raise KeyboardInterrupt
+        if self.error is not None:
+            raise self.error
+
+
+_last: RunReport | None = None
+
+
+def last_run() -> RunReport | None:
+    """The report of the last DataFrame run in this process (None before the first)."""
+    return _last
+
+
+def _set_last(report: RunReport) -> None:
+    global _last
+    _last = report
