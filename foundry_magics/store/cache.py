@@ -98,22 +98,6 @@ class MemoryCache:
         r = self._replies
         return {k: r[k] for k in keys if k in r}
 
-    def _lookup(self, keys: Sequence[bytes], pending: dict, query: str, make: Any) -> dict:
-        """Values by key: unflushed ones from `pending`, the rest from SQLite in chunks."""
-        found = {}
-        rest = []
-        for k in keys:
-            p = pending.get(k)
-            if p is not None:
-                found[k] = p[1]
-            else:
-                rest.append(k)
-        for i in range(0, len(rest), _LOOKUP_CHUNK):
-            chunk = rest[i : i + _LOOKUP_CHUNK]
-            for row in self.db.execute(query.format(marks=",".join("?" * len(chunk))), chunk):
-                found[row[0]] = make(row)
-        return found
-
     def put(self, key: bytes, op: str, reply: CachedReply) -> None:
         self._replies[key] = reply
 
