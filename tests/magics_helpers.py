@@ -80,3 +80,14 @@ def ip(fm_home):
     shell = make_shell()
     yield shell
     drop_shell(shell)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    """A thread-mode emulator for one test module; it stops itself after 10 minutes."""
+    from foundry_magics.emulator import Emulator
+
+    e = Emulator(lifetime=600)
+    e.start()
+    yield e
+    e.stop()

@@ -11,25 +11,14 @@ import pytest
 
 from foundry_magics.render import ReplyView
 
-from magics_helpers import bodies, connect, ip, run  # noqa: F401 - ip is a fixture
+from magics_helpers import bodies, connect, emu, ip, run  # noqa: F401 - emu and ip are fixtures
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def emu():
-    from foundry_magics.emulator import Emulator
-
-    e = Emulator(lifetime=600)
-    e.start()
-    yield e
-    e.stop()
 
 
 @pytest.fixture
 def conn(ip, emu):
     connect(ip, emu.url)
-    emu.requests.clear() if hasattr(emu.requests, "clear") else None
     return emu
 
 

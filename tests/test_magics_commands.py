@@ -6,19 +6,9 @@ import importlib.util
 
 import pytest
 
-from magics_helpers import bodies, connect, ip, run  # noqa: F401 - ip is a fixture
+from magics_helpers import bodies, connect, emu, ip, run  # noqa: F401 - emu and ip are fixtures
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def emu():
-    from foundry_magics.emulator import Emulator
-
-    e = Emulator(lifetime=600)
-    e.start()
-    yield e
-    e.stop()
 
 
 def test_help_lists_every_option_and_subcommand(ip):
