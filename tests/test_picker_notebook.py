@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there
+    import tomli as tomllib
 
 import pytest
 

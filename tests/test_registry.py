@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
-import tomllib
+try:
+    import tomllib  # Python 3.11+
+except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there
+    import tomli as tomllib
 
 import pytest
 
