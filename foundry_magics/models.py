@@ -61,22 +61,25 @@ class Reply:
     def complete(self) -> bool:
         return self.finish_reason in (None, "stop", "completed", "end_turn")
 
-    def _meta_line(self) -> str:
+    def meta_bits(self) -> list[str]:
+        """What to show under a reply: emulated, model, tokens, latency, an unusual finish."""
         bits = []
         if self.emulated:
             bits.append("emulated")
         if self.model:
-            bits.append(self.model)
+            bits.append(str(self.model))
         if self.usage.total_tokens:
             bits.append(f"{self.usage.input_tokens}+{self.usage.output_tokens} tokens")
         if self.latency is not None:
             bits.append(f"{self.latency:.2f} s")
         if self.finish_reason and not self.complete:
             bits.append(f"finish: {self.finish_reason}")
-        return " · ".join(bits)
+        if self.filtered:
+            bits.append("filtered: " + ", ".join(self.filtered))
+        return bits
 
     def _repr_markdown_(self) -> str:
-        meta = self._meta_line()
+        meta = " · ".join(self.meta_bits())
         return f"{self.text}\n\n<sub>{meta}</sub>" if meta else self.text
 
 

@@ -34,20 +34,7 @@ def show(obj: Any) -> None:
 
 
 def _meta(reply: Any, *, interrupted: bool = False, extra: Sequence[str] = ()) -> list[str]:
-    bits: list[str] = []
-    if reply is not None:
-        if getattr(reply, "emulated", False):
-            bits.append("emulated")
-        if reply.model:
-            bits.append(str(reply.model))
-        if reply.usage.total_tokens:
-            bits.append(f"{reply.usage.input_tokens}+{reply.usage.output_tokens} tokens")
-        if reply.latency is not None:
-            bits.append(f"{reply.latency:.2f} s")
-        if reply.finish_reason and not reply.complete:
-            bits.append(f"finish: {reply.finish_reason}")
-        if getattr(reply, "filtered", None):
-            bits.append("filtered: " + ", ".join(reply.filtered))
+    bits: list[str] = list(reply.meta_bits()) if reply is not None else []
     if interrupted:
         bits.append("interrupted")
     bits.extend(extra)
