@@ -13,29 +13,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from foundry_magics.defaults import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
-    "Connection": "connections",
-    "Secret": "connections",
-    "FoundryClient": "client",
-    "AsyncFoundryClient": "client",
-    "Stream": "client",
-    "AsyncStream": "client",
-    "Reply": "models",
-    "Usage": "models",
-    "Delta": "models",
-    "connect": "session",
-    "current_connection": "session",
-    "picker": "widgets",
-    "ConnectionPicker": "widgets",
-    "last_run": "engine",
+    "Connection": "connections.connection",
+    "Secret": "connections.connection",
+    "FoundryClient": "rest.client",
+    "AsyncFoundryClient": "rest.client",
+    "Stream": "rest.client",
+    "AsyncStream": "rest.client",
+    "Reply": "rest.models",
+    "Usage": "rest.models",
+    "Delta": "rest.models",
+    "connect": "connections.session",
+    "current_connection": "connections.session",
+    "picker": "notebook.widgets",
+    "ConnectionPicker": "notebook.widgets",
+    "last_run": "engine.report",
     "FoundryError": "errors",
     "ConfigurationError": "errors",
     "MissingKeyError": "errors",
     "ConnectionFailed": "errors",
     "TimeoutError": "errors",
+    "FoundryTimeoutError": "errors",
     "StreamError": "errors",
     "ResponseError": "errors",
     "HTTPStatusError": "errors",
@@ -67,25 +68,44 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from .magics import load_ipython_extension as load
+    from foundry_magics.notebook.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .magics import unload_ipython_extension as unload
+    from foundry_magics.notebook.magics import unload_ipython_extension as unload
 
     unload(ipython)
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import emulator, errors
-    from .client import AsyncFoundryClient, AsyncStream, FoundryClient, Stream
-    from .connections import Connection, Secret
-    from .errors import *  # noqa: F403
-    from .models import Delta, Reply, Usage
-    from .session import connect, current_connection
+    from foundry_magics import emulator
+    from foundry_magics import errors
+    from foundry_magics.rest.client import AsyncFoundryClient, AsyncStream, FoundryClient, Stream
+    from foundry_magics.connections.connection import Connection, Secret
+    from foundry_magics.errors import *  # noqa: F403
+    from foundry_magics.rest.models import Delta, Reply, Usage
+    from foundry_magics.connections.session import connect, current_connection
 
-from . import pandas_hook  # noqa: E402 - registers df.foundry when pandas is (or gets) imported
 
-pandas_hook.install()
+def _emulator_fallback() -> Any:
+    from foundry_magics.emulator.connection import emulator_connection
+
+    return emulator_connection()
+
+
+def _wire() -> None:
+    """The facade is where the faces meet the core: old import paths, the emulator as the
+    fallback connection, and df.foundry once pandas is (or gets) imported. Each step is cheap:
+    nothing heavy is imported here."""
+    from foundry_magics import _compat
+    from foundry_magics.connections.fallback import set_fallback
+    from foundry_magics.frames import hook
+
+    _compat.install()
+    set_fallback(_emulator_fallback)
+    hook.install()
+
+
+_wire()

@@ -4,7 +4,7 @@
     ├── ConfigurationError       bad connection / option / template: fix your input
     │   └── MissingKeyError      auth "key" but no key in memory or in the named variable
     ├── ConnectionFailed         could not reach the endpoint (DNS, refused, TLS, cut)
-    ├── TimeoutError             no answer within the timeout / deadline
+    ├── TimeoutError             no answer within the timeout / deadline (also: FoundryTimeoutError)
     ├── StreamError              a stream ended before the service said it was complete
     ├── ResponseError            a 2xx whose body is not what the API promises
     └── HTTPStatusError          the service answered with status >= 400
@@ -26,11 +26,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from foundry_magics.defaults import QUOTA_BLOCK_SECONDS
+
 __all__ = [
     "FoundryError",
     "ConfigurationError",
     "MissingKeyError",
     "ConnectionFailed",
+    "FoundryTimeoutError",
     "TimeoutError",
     "StreamError",
     "ResponseError",
@@ -43,6 +46,8 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "error_from_response",
+    "first_line",
+    "describe",
 ]
 
 
@@ -70,8 +75,12 @@ class ConnectionFailed(FoundryError):
     pass
 
 
-class TimeoutError(FoundryError):  # noqa: A001 - deliberately shadows the builtin inside the tree
+class TimeoutError(FoundryError):  # noqa: A001 - the public name users know, shown in outputs' metadata
     pass
+
+
+# The same class under a name our own modules use, so it is never confused with the builtin.
+FoundryTimeoutError = TimeoutError
 
 
 class StreamError(FoundryError):
@@ -214,7 +223,7 @@ def error_from_response(
     *,
     request_id: str | None = None,
     retry_after: float | None = None,
-    quota_block_after: float = 300.0,
+    quota_block_after: float = QUOTA_BLOCK_SECONDS,
 ) -> HTTPStatusError:
     """Build the right exception for an HTTP error response (status >= 400)."""
     try:
@@ -254,6 +263,22 @@ def error_from_response(
     if status >= 500:
         return ServerError(env.message, hint="The service had a transient failure; retrying later usually works.", **kw)
     return HTTPStatusError(env.message, **kw)
+
+
+def first_line(exc: BaseException | None) -> str:
+    """The first line of an exception's message, or its class name when it has none."""
+    if exc is None:
+        return ""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def describe(exc: BaseException | None) -> str:
+    """`ClassName: first line` - how a failure is recorded (history, run reports)."""
+    if exc is None:
+        return ""
+    text = first_line(exc)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
 
 
 def _human(seconds: float | None) -> str:

@@ -23,7 +23,8 @@ def fm_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FOUNDRY_MAGICS_HOME", str(home))
     for var in AZURE_VARS:
         monkeypatch.delenv(var, raising=False)
-    from foundry_magics import keys, session
+    from foundry_magics.connections import keys
+    from foundry_magics.connections import session
 
     session.set_current(None)
     keys.clear()

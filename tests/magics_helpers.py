@@ -46,7 +46,7 @@ def run(ip: InteractiveShell, code: str) -> Ran:
 
 def make_shell() -> InteractiveShell:
     shell = InteractiveShell.instance()
-    from foundry_magics import prompting
+    from foundry_magics.notebook import prompting
 
     prompting.reset()
     if "foundry_magics" in shell.extension_manager.loaded:
@@ -57,7 +57,7 @@ def make_shell() -> InteractiveShell:
 
 
 def drop_shell(shell: InteractiveShell) -> None:
-    from foundry_magics import prompting
+    from foundry_magics.notebook import prompting
 
     if "foundry_magics" in shell.extension_manager.loaded:
         shell.run_line_magic("unload_ext", "foundry_magics")

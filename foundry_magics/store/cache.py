@@ -58,7 +58,7 @@ class CachedReply(NamedTuple):
 
 
 def cache_path() -> Path:
-    from ..paths import home
+    from foundry_magics.defaults import home
 
     return home() / "cache.sqlite"
 
@@ -135,7 +135,7 @@ class ResponseCache(MemoryCache):
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            from .db import open_db
+            from foundry_magics.store.db import open_db
 
             self._db = open_db(self.path, MIGRATIONS)
         return self._db

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ConfigurationError
+from foundry_magics.errors import ConfigurationError
 
 __all__ = ["open_db", "BUSY_TIMEOUT_MS"]
 

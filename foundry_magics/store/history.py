@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .db import open_db
+from foundry_magics.store.db import open_db
 
 __all__ = ["History", "SessionUsage", "MIGRATIONS", "history_path", "redact", "prompt_of"]
 
@@ -56,7 +56,7 @@ _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 
 
 def history_path() -> Path:
-    from ..paths import home
+    from foundry_magics.defaults import home
 
     return home() / "history.sqlite"
 

@@ -1,0 +1,85 @@
+"""Register the `.foundry` accessors without importing pandas ourselves.
+
+`import foundry_magics` must stay light, so pandas is not imported for the accessor's sake:
+if pandas is already imported the accessors are registered now; otherwise a small
+`sys.meta_path` finder waits for pandas' own import to finish, registers them, and removes
+itself. Nothing else is touched: every other import goes by untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+__all__ = ["install", "uninstall", "installed"]
+
+_lock = threading.Lock()
+
+
+def _register() -> None:
+    try:
+        from foundry_magics.frames.accessor import register
+
+        register()
+    except Exception:  # never break the user's `import pandas`
+        import logging
+
+        logging.getLogger("foundry_magics").exception("could not register the .foundry pandas accessors")
+
+
+class _PandasImportHook:
+    """A meta path finder (importlib.abc.MetaPathFinder's protocol; the ABC costs ~9 ms to
+    import) that finds nothing itself: it wraps pandas' loader so registration runs right after."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "pandas":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return None
+
+        def exec_and_register(module: Any) -> None:
+            exec_module(module)
+            uninstall()
+            _register()
+
+        try:
+            loader.exec_module = exec_and_register  # type: ignore[union-attr]  # this spec's own loader
+        except AttributeError:  # an immutable loader: fall back to registering on first use
+            return None
+        return spec
+
+
+_hook = _PandasImportHook()
+
+
+def installed() -> bool:
+    return _hook in sys.meta_path
+
+
+def install() -> None:
+    """Make `df.foundry` available: now if pandas is loaded, else as soon as it is."""
+    with _lock:
+        pd = sys.modules.get("pandas")
+        if pd is not None and hasattr(pd, "DataFrame"):
+            _register()
+            return
+        if _hook not in sys.meta_path:
+            sys.meta_path.insert(0, _hook)
+
+
+def uninstall() -> None:
+    try:
+        sys.meta_path.remove(_hook)
+    except ValueError:
+        pass

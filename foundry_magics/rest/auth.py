@@ -1,0 +1,214 @@
+"""httpx.Auth implementations: API key, Entra ID (azure-identity), none.
+
+Key lookup order is explicit: a key held in memory on the connection, then the environment
+variable the connection names. A missing key fails here, before anything is sent.
+Entra tokens are cached and refreshed 5 minutes before they expire; one lock makes the
+refresh safe from threads, and the async flow runs a synchronous credential in a worker
+thread so it never blocks the event loop. A 401 on a cached token refreshes it once and
+retries the request once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import threading
+import time
+from typing import Any, AsyncGenerator, Generator
+
+import httpx
+
+from foundry_magics.connections.connection import Connection
+from foundry_magics.errors import AuthError, MissingKeyError
+
+__all__ = ["KeyAuth", "EntraAuth", "NoAuth", "auth_for", "resolve_key", "REFRESH_MARGIN", "REDACTED"]
+
+REFRESH_MARGIN = 300.0  # seconds before expires_on at which a cached token is renewed
+REDACTED = "***redacted***"
+
+
+def resolve_key(conn: Connection) -> str:
+    """The key for `conn`: in memory first, then `$api_key_env`. Raises MissingKeyError."""
+    if conn.api_key is not None:
+        return conn.api_key.get()
+    var = conn.api_key_env
+    if var:
+        value = os.environ.get(var, "").strip()
+        if value:
+            return value
+        raise MissingKeyError(
+            f"No API key for {conn.label}: the environment variable {var} is not set.",
+            hint=(
+                f"Set {var} (in your shell, or os.environ[{var!r}] = ... in the notebook), "
+                "paste the key into `%foundry picker`, or connect with --auth entra."
+            ),
+        )
+    raise MissingKeyError(
+        f"No API key for {conn.label}: the connection names no key variable.",
+        hint="Pass api_key_env='VAR' (or --key-env VAR), paste the key into `%foundry picker`, or use auth 'entra'.",
+    )
+
+
+class KeyAuth(httpx.Auth):
+    """Sends the key in `header`: `api-key`, `Authorization` (as Bearer) or e.g. an APIM header."""
+
+    def __init__(self, key: str, header: str = "api-key") -> None:
+        self._key = key
+        self.header = header
+
+    def __repr__(self) -> str:
+        return f"KeyAuth(header={self.header!r}, key={REDACTED!r})"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self.header == "Authorization":
+            request.headers["Authorization"] = f"Bearer {self._key}"
+        else:
+            request.headers[self.header] = self._key
+        yield request
+
+    def describe(self) -> dict[str, str]:
+        value = f"Bearer {REDACTED}" if self.header == "Authorization" else REDACTED
+        return {self.header: value}
+
+    def secrets(self) -> list[str]:
+        """Values that must never be shown (used to scrub what a server echoes back)."""
+        return [self._key]
+
+
+class NoAuth(httpx.Auth):
+    def __repr__(self) -> str:
+        return "NoAuth()"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        yield request
+
+    def describe(self) -> dict[str, str]:
+        return {}
+
+    def secrets(self) -> list[str]:
+        return []
+
+
+class EntraAuth(httpx.Auth):
+    """Bearer tokens from a `TokenCredential` (default: azure-identity's DefaultAzureCredential)."""
+
+    def __init__(self, scope: str, credential: Any = None) -> None:
+        self.scope = scope
+        self._credential = credential
+        self._token: str | None = None
+        self._expires_on = 0.0
+        self._lock = threading.Lock()
+        self.refreshes = 0  # how many tokens were fetched (for tests and diagnostics)
+
+    def __repr__(self) -> str:
+        return f"EntraAuth(scope={self.scope!r})"
+
+    @property
+    def credential(self) -> Any:
+        if self._credential is None:
+            try:
+                from azure.identity import DefaultAzureCredential
+            except ImportError as exc:  # pragma: no cover - azure-identity is a dependency
+                raise AuthError(
+                    "Entra ID needs the azure-identity package.", status=0,
+                    hint="pip install azure-identity, or use an API key (auth='key').",
+                ) from exc
+            self._credential = DefaultAzureCredential()
+        return self._credential
+
+    def describe(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {REDACTED}"}
+
+    def secrets(self) -> list[str]:
+        return [self._token] if self._token else []
+
+    # -- token cache ---------------------------------------------------------------
+
+    def _fresh(self) -> bool:
+        return self._token is not None and time.time() < self._expires_on - REFRESH_MARGIN
+
+    def _store(self, token: Any) -> str:
+        value = getattr(token, "token", None)
+        if not value:
+            raise AuthError("The credential returned no token.", status=0, hint=_ENTRA_HINT)
+        self._token = value
+        self._expires_on = float(getattr(token, "expires_on", 0) or 0)
+        self.refreshes += 1
+        return value
+
+    def token(self, *, force: bool = False, stale: str | None = None) -> str:
+        """A valid token. `stale`: the token a 401 rejected; refresh unless another caller already did."""
+        with self._lock:
+            if self._fresh() and not force and (stale is None or self._token != stale):
+                return self._token  # type: ignore[return-value]
+            try:
+                got = self.credential.get_token(self.scope)
+            except AuthError:
+                raise
+            except Exception as exc:  # azure.identity raises ClientAuthenticationError & co.
+                raise AuthError(
+                    f"Entra ID could not get a token for {self.scope}: {_first_line(exc)}",
+                    status=0, hint=_ENTRA_HINT,
+                ) from None
+            if inspect.isawaitable(got):
+                raise AuthError(
+                    "An async credential was given to a synchronous client.", status=0,
+                    hint="Use azure.identity (not azure.identity.aio) with FoundryClient.",
+                )
+            return self._store(got)
+
+    async def atoken(self, *, stale: str | None = None) -> str:
+        if self._fresh() and (stale is None or self._token != stale):
+            return self._token  # type: ignore[return-value]
+        get = getattr(self.credential, "get_token", None)
+        if get is not None and inspect.iscoroutinefunction(get):
+            try:
+                got = await get(self.scope)
+            except Exception as exc:
+                raise AuthError(
+                    f"Entra ID could not get a token for {self.scope}: {_first_line(exc)}",
+                    status=0, hint=_ENTRA_HINT,
+                ) from None
+            with self._lock:
+                return self._store(got)
+        return await asyncio.to_thread(self.token, stale=stale)
+
+    # -- httpx flows ---------------------------------------------------------------
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.token()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {self.token(stale=token)}"
+            yield request
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self.atoken()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {await self.atoken(stale=token)}"
+            yield request
+
+
+_ENTRA_HINT = (
+    "Sign in with `az login` (or set AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET), "
+    "and check your identity has the 'Cognitive Services OpenAI User' role (projects: 'Azure AI User')."
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def auth_for(conn: Connection, credential: Any = None) -> httpx.Auth:
+    """The httpx.Auth for a connection. Key auth resolves the key now (fails before sending)."""
+    if conn.auth == "none":
+        return NoAuth()
+    if conn.auth == "key":
+        return KeyAuth(resolve_key(conn), conn.key_header)
+    scope = conn.scope or "https://cognitiveservices.azure.com/.default"
+    return EntraAuth(scope, credential)

@@ -1,0 +1,136 @@
+"""Argument parsing (shell quoting, typed result, readable errors) and named conversations."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+from foundry_magics.notebook.conversations import Conversations
+from foundry_magics.notebook.magic_args import LineCommand, PromptArgs, parse_cell, parse_line
+
+
+def test_cell_line_parses_into_a_typed_object():
+    a = parse_cell('-c prod -m gpt-4o -s "You are terse" --api Responses -t 0.7 --max-tokens 99 -f md -o out '
+                   "--chat trip --new --no-stream --no-interpolate --schema S --dry-run", "\n\n  body {x}  \n\n")
+    assert isinstance(a, PromptArgs)
+    assert (a.connection, a.model, a.system, a.api, a.temperature, a.max_tokens) == (
+        "prod", "gpt-4o", "You are terse", "responses", 0.7, 99)
+    assert (a.format, a.out, a.chat, a.new, a.stream, a.interpolate, a.schema, a.dry_run) == (
+        "markdown", "out", "trip", True, False, False, "S", True)
+    assert a.prompt == "  body {x}"  # blank lines around dropped, first-line indent kept
+
+
+def test_defaults_and_equals_forms():
+    a = parse_cell("", "hi")
+    assert (a.connection, a.format, a.stream, a.chat, a.interpolate) == (None, None, None, None, True)
+    b = parse_cell("--chat --model=x --temperature=1", "hi")
+    assert (b.chat, b.model, b.temperature) == ("default", "x", 1.0)
+    assert parse_cell("--new", "hi").chat == "default"
+    assert parse_cell("--schema '{\"a\": \"string\"}'", "hi").schema == '{"a": "string"}'
+
+
+def test_dataframe_mode_options():
+    a = parse_cell("--df frame --out result col --concurrency 8 --rpm 600 --tpm 100000".replace(" col", ""), "{text}")
+    assert (a.df, a.out, a.concurrency, a.rpm, a.tpm) == ("frame", "result", 8, 600.0, 100000.0)
+    assert parse_cell("--df frame --out 'My Column'", "{text}").out == "My Column"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--formt json", "Did you mean --format?"),
+    ("-x", "Unknown option -x"),
+    ("-t", "needs a value"),
+    ("-t warm", "-t needs a number, got 'warm'"),
+    ("-t 2.5", "between 0 and 2"),
+    ("--max-tokens 0", "at least 1"),
+    ("--max-tokens 1.5", "whole number"),
+    ("-f yaml", "must be one of markdown, text, code, json, html"),
+    ("--api completions2", "must be one of chat, responses"),
+    ("-o 2x", "Python variable name"),
+    ("--rpm 10", "only applies in DataFrame mode"),
+    ("--df d", "needs --out COL"),
+    ("--df d --out c --chat", "cannot be used with --df"),
+    ("-s 'open", "Check the quotes"),
+    ("hello", "The prompt goes in the cell body"),
+    ("-m a -m b", "given twice"),
+    ("--dry-run=yes", "takes no value"),
+])
+def test_bad_options_are_usage_errors_with_one_readable_line(line, message):
+    with pytest.raises(UsageError) as info:
+        parse_cell(line, "x")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_line_subcommands_and_prompts():
+    assert parse_line("") == LineCommand("help")
+    assert parse_line("help") == LineCommand("help")
+    assert parse_line("connections") == LineCommand("connections")
+    assert parse_line("use gpt-4o") == LineCommand("use", ["gpt-4o"])
+    assert parse_line("chat") == LineCommand("chat", ["show", "default"])
+    assert parse_line("chat reset trip") == LineCommand("chat", ["reset", "trip"])
+    assert parse_line("emulator stop") == LineCommand("emulator", ["stop"])
+    assert parse_line("history -n 3") == LineCommand("history", options={"n": 3})
+    cmd = parse_line("connect https://r.openai.azure.com/openai/v1 --model m --auth key --key-env K "
+                     "--key-header Authorization --api responses --api-version preview --save prod")
+    assert cmd.name == "connect" and cmd.args == ["https://r.openai.azure.com/openai/v1"]
+    assert cmd.options == {"model": "m", "auth": "key", "api_key_env": "K", "key_header": "Authorization",
+                           "api": "responses", "api_version": "preview", "save": "prod"}
+    # words that do not fit a subcommand make a prompt
+    for text in ("help me write a poem", "use a haiku to explain", "history of Rome", "models are fun",
+                 "chat with me", "What's {x}? # not a comment"):
+        p = parse_line(text)
+        assert isinstance(p, PromptArgs) and p.prompt == text
+
+
+def test_one_line_prompt_with_leading_options():
+    p = parse_line("-m gpt-4o -t 0 --no-stream Tell me a joke, don't stop")
+    assert (p.model, p.temperature, p.stream, p.prompt) == ("gpt-4o", 0.0, False, "Tell me a joke, don't stop")
+    p = parse_line("--chat Hello there")  # bare --chat takes no name in the line form
+    assert (p.chat, p.prompt) == ("default", "Hello there")
+    p = parse_line("--chat=trip -- -1 is a number")
+    assert (p.chat, p.prompt) == ("trip", "-1 is a number")
+    with pytest.raises(UsageError, match="No prompt"):
+        parse_line("-m gpt-4o")
+    with pytest.raises(UsageError, match="cell form"):
+        parse_line("--df d --out c text")
+    with pytest.raises(UsageError, match="needs a model name"):
+        parse_line("use")
+    with pytest.raises(UsageError, match="connection name or an endpoint URL"):
+        parse_line("connect")
+
+
+def test_conversations_chat_and_responses_kwargs():
+    c = Conversations()
+    assert c.chat_kwargs("a", None) == {"messages": [], "system": None}
+    c.record("a", "hi", "hello", system="sys", response_id="resp_1", connection="emu")
+    assert c.chat_kwargs("a", None) == {"messages": [{"role": "user", "content": "hi"},
+                                                     {"role": "assistant", "content": "hello"}], "system": "sys"}
+    assert c.responses_kwargs("a", "next", None, "emu") == {"system": "sys", "input": "next",
+                                                           "previous_response_id": "resp_1"}
+    other = c.responses_kwargs("a", "next", None, "elsewhere")  # another connection: resend the transcript
+    assert other["input"][-1] == {"role": "user", "content": "next"} and "previous_response_id" not in other
+    assert c.chat_kwargs("a", None, fresh=True)["messages"] == []  # --new, before the reply
+    assert c.get("a").turns == 1 and "hello" in c.get("a").transcript()
+    c.record("a", "again", "ok", fresh=True)
+    assert c.get("a").turns == 1 and c.get("a").system is None
+    assert c.names() == ["a"] and c.reset("a") and not c.reset("a")
+
+
+def test_format_choices_agree_between_parser_and_config_trait():
+    from foundry_magics.notebook import magics
+    from foundry_magics.notebook.magic_args import FORMATS
+
+    assert magics.FORMATS == FORMATS
+
+
+def test_reply_helpers_json_and_code():
+    from foundry_magics.notebook.prompting import extract_code, interpret_json
+
+    assert interpret_json('{"a": 1}') == ({"a": 1}, None, [])
+    assert interpret_json('Here:\n```json\n{"a": 1}\n```')[0] == {"a": 1}
+    parsed, err, problems = interpret_json("not json")
+    assert parsed is None and err
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    assert interpret_json('{"a": 1}', schema)[2] == ["$.a: expected string, got int"]
+    assert extract_code("Sure:\n```python\ndef f():\n    return {}\n```\nDone.") == "def f():\n    return {}"
+    assert extract_code("x = 1") == "x = 1"

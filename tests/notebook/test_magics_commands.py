@@ -1,0 +1,145 @@
+"""%foundry subcommands, DataFrame mode, and the sentinel key never leaking anywhere."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from magics_helpers import bodies, connect, emu, ip, run  # noqa: F401 - emu and ip are fixtures
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_help_lists_every_option_and_subcommand(ip):
+    text = run(ip, "%foundry help").everything
+    for flag in ("--connection", "--model", "--system", "--api", "--temperature", "--max-tokens", "--format",
+                 "--out", "--chat", "--new", "--no-stream", "--no-interpolate", "--schema", "--dry-run", "--df",
+                 "--concurrency", "--rpm", "--tpm"):
+        assert flag in text, flag
+    for sub in ("connect", "connections", "picker", "models", "use", "history", "usage", "chat", "emulator"):
+        assert f"%foundry {sub}" in text, sub
+    assert run(ip, "%foundry").everything == text  # no argument: the help
+
+
+def test_connect_and_connections_table(ip, emu, fm_home):
+    ran = connect(ip, emu.url, "--auth none --model gpt-4o-mini --save local")
+    assert "Connected to local" in ran.everything and "saved as local" in ran.everything
+    assert "local" in (fm_home / "connections.toml").read_text()
+    table = run(ip, "%foundry connections").everything
+    assert "local" in table and "●" in table and "gpt-4o-mini" in table
+    bad = run(ip, "%foundry connect ftp://nowhere")
+    assert "Unsupported URL scheme" in bad.everything and "Traceback" not in bad.everything
+    warn = run(ip, f"%foundry connect {emu.url}/openai/v1 --key-env SURELY_UNSET_VAR_123")
+    assert "SURELY_UNSET_VAR_123 is not set" in warn.everything
+
+
+def test_models_and_use(ip, emu):
+    connect(ip, emu.url)
+    listed = run(ip, "%foundry models").everything
+    assert "gpt-4o-mini" in listed
+    run(ip, "%foundry use my-deployment")
+    run(ip, "%%foundry\nHi")
+    assert bodies(emu, "/chat/completions")[-1]["model"] == "my-deployment"
+    run(ip, "%%foundry -m explicit\nHi")  # -m still wins
+    assert bodies(emu, "/chat/completions")[-1]["model"] == "explicit"
+    connect(ip, emu.url)  # a new connect forgets `use`
+    run(ip, "%%foundry\nHi")
+    assert bodies(emu, "/chat/completions")[-1]["model"] == "gpt-4o-mini"
+    assert "needs a model name" in run(ip, "%foundry use").everything
+
+
+def test_emulator_subcommands(ip):
+    from foundry_magics import emulator
+
+    try:
+        assert "running at http://127.0.0.1:" in run(ip, "%foundry emulator start").everything
+        assert "requests served" in run(ip, "%foundry emulator status").everything
+        assert "stopped" in run(ip, "%foundry emulator stop").everything
+        assert "not running" in run(ip, "%foundry emulator status").everything
+    finally:
+        emulator.stop()
+
+
+def test_picker_subcommand_returns_the_widget(ip):
+    if importlib.util.find_spec("foundry_magics.notebook.widgets") is None:
+        pytest.skip("widgets.py not there yet")
+    ran = run(ip, "%foundry picker")
+    assert ran.result.error_in_exec is None
+    assert type(ran.value).__name__ == "ConnectionPicker"
+
+
+def test_history_subcommand_limits_rows(ip, emu):
+    connect(ip, emu.url)
+    for i in range(4):
+        run(ip, f"%%foundry --no-stream\nprompt number {i}")
+    text = run(ip, "%foundry history -n 2").everything
+    assert "prompt number 3" in text and "prompt number 2" in text and "prompt number 1" not in text
+    assert "must be at least 1" in run(ip, "%foundry history -n 0").everything
+
+
+def test_dataframe_mode_dispatch(ip, emu):
+    if importlib.util.find_spec("foundry_magics.frames.accessor") is None:
+        pytest.skip("foundry_magics/dataframe.py (run_frame) is not written yet")
+    import pandas as pd
+
+    connect(ip, emu.url)
+    ip.user_ns["reviews"] = pd.DataFrame({"text": ["I love it", "I hate it"]})
+    ip.user_ns["tone"] = "short"
+    ran = run(ip, "%%foundry --df reviews --out summary --concurrency 2\nSummarize in a {tone} way: {text}")
+    assert ran.result.error_in_exec is None, ran.everything
+    df = ip.user_ns["reviews"]
+    assert "summary" in df.columns and df["summary"].notna().all()
+    sent = [b["messages"][-1]["content"] for b in bodies(emu, "/chat/completions")[-2:]]
+    assert sorted(sent) == ["Summarize in a short way: I hate it", "Summarize in a short way: I love it"]
+
+
+def test_dataframe_mode_errors(ip):
+    ran = run(ip, "%%foundry --df missing --out col\n{text}")
+    assert "no variable named 'missing'" in ran.everything
+    ip.user_ns["notdf"] = [1, 2]
+    assert "not a pandas DataFrame" in run(ip, "%%foundry --df notdf --out col\n{text}").everything
+    assert "needs --out COL" in run(ip, "%%foundry --df notdf\n{text}").everything
+    assert "only applies in DataFrame mode" in run(ip, "%%foundry --rpm 10\nhi").everything
+
+
+def test_sentinel_key_never_leaks(ip, fm_home, sentinel_key):
+    from foundry_magics.emulator import Emulator
+
+    with Emulator(api_key=sentinel_key, lifetime=120) as secure:
+        captured = []
+        captured.append(connect(ip, secure.url, "--auth key --key-env FOUNDRY_TEST_KEY --model gpt-4o-mini "
+                                                "--save secure"))
+        for code in [
+            "%%foundry\nHello securely",
+            "%%foundry --no-stream -o ans\nHello again",
+            "%%foundry --dry-run\nWhat would be sent?",
+            "%%foundry --dry-run --api responses\nAnd for responses?",
+            "%%foundry --chat\nRemember me",
+            "%%foundry --chat\nDo you?",
+            "%%foundry -f json\nA JSON object please",
+            "%%foundry\nblocked #emulator:content_filter",
+            "%%foundry\nunauthorized #emulator:status=401",
+            "%foundry history -n 20",
+            "%foundry usage",
+            "%foundry connections",
+            "%foundry chat show",
+            "%foundry models",
+        ]:
+            ran = run(ip, code)
+            assert ran.result.error_in_exec is None, (code, ran.everything)
+            captured.append(ran)
+        # the calls really went through with the key (the emulator demands it)
+        assert secure.stats()["by_status"].get("200", secure.stats()["by_status"].get(200, 0)) >= 4
+        assert "***redacted***" in captured[3].everything
+
+    for ran in captured:
+        assert sentinel_key not in ran.everything
+        assert sentinel_key not in repr(ran.value)
+    for name, value in ip.user_ns.items():
+        if not name.startswith("_") and isinstance(value, str):
+            assert sentinel_key not in value
+    files = [f for f in fm_home.rglob("*") if f.is_file()]
+    assert any(f.name == "history.sqlite" for f in files)
+    for f in files:
+        assert sentinel_key.encode() not in f.read_bytes(), f
