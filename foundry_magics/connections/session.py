@@ -17,7 +17,7 @@ from foundry_magics.connections.fallback import fallback
 from foundry_magics.connections.registry import Registry
 from foundry_magics.defaults import EMULATOR_NAME
 
-__all__ = ["current_connection", "chosen_connection", "connect", "resolve", "known_connections", "emulator_connection", "pop_notice"]
+__all__ = ["current_connection", "chosen_connection", "connect", "resolve", "connection_for", "known_connections", "emulator_connection", "pop_notice"]
 
 log = logging.getLogger("foundry_magics")
 EMULATOR_NOTICE = (
@@ -87,6 +87,16 @@ def current_connection() -> Connection:
     """The connection now in use (chosen with `connect`, else the default; see module doc)."""
     with _lock:
         return _current if _current is not None else _default()
+
+
+def connection_for(conn: Connection | str | None) -> Connection:
+    """What a `connection=` argument means: a Connection as given, a name or URL resolved,
+    None (or "") the current connection."""
+    if isinstance(conn, Connection):
+        return conn
+    if conn is None or conn == "":
+        return current_connection()
+    return resolve(conn)
 
 
 def resolve(name_or_url: str | Connection, **fields: Any) -> Connection:

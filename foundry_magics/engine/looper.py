@@ -10,7 +10,7 @@ from typing import Any
 
 from foundry_magics.errors import ConfigurationError
 
-__all__ = ["submit"]
+__all__ = ["submit", "stop_soon"]
 
 
 class _LoopThread:
@@ -47,3 +47,8 @@ def submit(coro: Any) -> concurrent.futures.Future:
         raise ConfigurationError("A DataFrame run cannot be started from inside another one's callback.",
                                  hint="Call it from your own code (a notebook cell), not from the engine's thread.")
     return asyncio.run_coroutine_threadsafe(coro, _engine_loop.get())
+
+
+def stop_soon(callback: Any) -> None:
+    """Run `callback` on the engine's loop as soon as it can (from any thread)."""
+    _engine_loop.get().call_soon_threadsafe(callback)

@@ -1,17 +1,19 @@
-"""Pacing a run: rpm/tpm token buckets, the adaptive (AIMD) concurrency limit, backoff."""
+"""Pacing a run: rpm/tpm token buckets, the adaptive (AIMD) concurrency limit, token estimates.
+
+(How long to back off after a failure is `rest.retry`'s: one policy for calls and runs.)
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from foundry_magics.engine.runner import RequestSpec
+    from foundry_magics.engine.prompts import RequestSpec
 
-__all__ = ["TokenBucket", "AdaptiveLimit", "backoff", "estimate_tokens"]
+__all__ = ["TokenBucket", "AdaptiveLimit", "estimate_tokens"]
 
 
 class TokenBucket:
@@ -86,10 +88,6 @@ class AdaptiveLimit:
             self._last_cut = now
             self.limit = max(1.0, self.limit / 2)
             self.cuts += 1
-
-
-def backoff(attempt: int, base: float = 0.5, cap: float = 8.0) -> float:
-    return min(base * 2 ** (attempt - 1), cap) * (1 - 0.25 * random.random())
 
 
 def estimate_tokens(prompt: str, spec: RequestSpec) -> int:

@@ -163,6 +163,6 @@ def last_run() -> RunReport | None:
     return _last
 
 
-def _set_last(report: RunReport) -> None:
+def set_last(report: RunReport) -> None:
     global _last
     _last = report

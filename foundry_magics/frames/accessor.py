@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from foundry_magics.frames import ops as frames
-from foundry_magics.notebook import progress as _progress  # noqa: F401 - registers the progress display with the engine
-from foundry_magics.engine.runner import RunReport, last_run
+from foundry_magics.engine import RunReport, last_run
 
 __all__ = ["FoundryDataFrameAccessor", "FoundrySeriesAccessor", "register", "run_frame", "last_run"]
 

@@ -21,7 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from foundry_magics.engine import runner as engine
+from foundry_magics import engine
+from foundry_magics.defaults import EMBED_CONCURRENCY
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.rest.schemas import to_json_schema
 
@@ -290,12 +291,23 @@ def _run(plan: _Plan, *, label: str, system: str | None = None, model: str | Non
          concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None, cache: bool = True,
          progress: Any = True, schema: Any = None, temperature: float | None = None,
          max_tokens: int | None = None, api: str | None = None) -> engine.BatchResult:
-    conn = engine._resolve(connection)
+    from foundry_magics.connections.session import connection_for
+
+    conn = connection_for(connection)
     op = api or getattr(conn, "api", None) or "chat"
     spec = engine.RequestSpec(op=op, system=system, model=model, schema=schema, temperature=temperature,
                               max_tokens=max_tokens)
     return engine.run_batch(plan.batch(), spec, connection=conn, concurrency=concurrency, rpm=rpm, tpm=tpm,
-                            cache=cache, progress=progress, label=label)
+                            cache=cache, progress=_display(progress), label=label)
+
+
+def _display(progress: Any) -> Any:
+    """`progress=True`: the notebook's progress bar (the engine has no display of its own)."""
+    if progress is True:
+        from foundry_magics.notebook.progress import make
+
+        return make
+    return progress
 
 
 def _texts_series(plan: _Plan, result: engine.BatchResult, index: Any, name: Any) -> Any:
@@ -494,7 +506,8 @@ def embed(series: Any, *, model: str | None = None, dimensions: int | None = Non
     plan = _plan(series, "{}", None)
     texts = plan.render(range(0, plan.size))
     result = engine.embed_texts(texts, connection=connection, model=model, dimensions=dimensions, cache=cache,
-                                progress=progress, concurrency=min(concurrency or 2, 4), weights=plan.weights,
+                                progress=_display(progress), concurrency=min(concurrency or EMBED_CONCURRENCY, 4),
+                                weights=plan.weights,
                                 rows=plan.n, na_rows=plan.na_rows)
     _finish_report(plan, result, series.index)
     out = pd.Series(plan.spread(result.texts), index=series.index, name=series.name, dtype=object)

@@ -20,12 +20,10 @@ from typing import Any, AsyncGenerator, Generator
 import httpx
 
 from foundry_magics.connections.connection import Connection
-from foundry_magics.errors import AuthError, MissingKeyError
+from foundry_magics.defaults import DEFAULT_SCOPE, REDACTED, TOKEN_REFRESH_MARGIN
+from foundry_magics.errors import AuthError, MissingKeyError, first_line
 
-__all__ = ["KeyAuth", "EntraAuth", "NoAuth", "auth_for", "resolve_key", "REFRESH_MARGIN", "REDACTED"]
-
-REFRESH_MARGIN = 300.0  # seconds before expires_on at which a cached token is renewed
-REDACTED = "***redacted***"
+__all__ = ["KeyAuth", "EntraAuth", "NoAuth", "auth_for", "resolve_key", "ENTRA_HINT"]
 
 
 def resolve_key(conn: Connection) -> str:
@@ -60,12 +58,20 @@ class KeyAuth(httpx.Auth):
     def __repr__(self) -> str:
         return f"KeyAuth(header={self.header!r}, key={REDACTED!r})"
 
+    refreshable = False  # a 401 will not go away by sending the same key again
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self.header == "Authorization":
-            request.headers["Authorization"] = f"Bearer {self._key}"
-        else:
-            request.headers[self.header] = self._key
+        request.headers.update(self.headers())
         yield request
+
+    def headers(self) -> dict[str, str]:
+        if self.header == "Authorization":
+            return {"Authorization": f"Bearer {self._key}"}
+        return {self.header: self._key}
+
+    async def aheaders(self, stale: str | None = None) -> dict[str, str]:
+        """The headers to send, for an I/O path that does not run httpx's auth flow (aiohttp)."""
+        return self.headers()
 
     def describe(self) -> dict[str, str]:
         value = f"Bearer {REDACTED}" if self.header == "Authorization" else REDACTED
@@ -80,8 +86,13 @@ class NoAuth(httpx.Auth):
     def __repr__(self) -> str:
         return "NoAuth()"
 
+    refreshable = False
+
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         yield request
+
+    async def aheaders(self, stale: str | None = None) -> dict[str, str]:
+        return {}
 
     def describe(self) -> dict[str, str]:
         return {}
@@ -126,12 +137,12 @@ class EntraAuth(httpx.Auth):
     # -- token cache ---------------------------------------------------------------
 
     def _fresh(self) -> bool:
-        return self._token is not None and time.time() < self._expires_on - REFRESH_MARGIN
+        return self._token is not None and time.time() < self._expires_on - TOKEN_REFRESH_MARGIN
 
     def _store(self, token: Any) -> str:
         value = getattr(token, "token", None)
         if not value:
-            raise AuthError("The credential returned no token.", status=0, hint=_ENTRA_HINT)
+            raise AuthError("The credential returned no token.", status=0, hint=ENTRA_HINT)
         self._token = value
         self._expires_on = float(getattr(token, "expires_on", 0) or 0)
         self.refreshes += 1
@@ -148,8 +159,8 @@ class EntraAuth(httpx.Auth):
                 raise
             except Exception as exc:  # azure.identity raises ClientAuthenticationError & co.
                 raise AuthError(
-                    f"Entra ID could not get a token for {self.scope}: {_first_line(exc)}",
-                    status=0, hint=_ENTRA_HINT,
+                    f"Entra ID could not get a token for {self.scope}: {first_line(exc)}",
+                    status=0, hint=ENTRA_HINT,
                 ) from None
             if inspect.isawaitable(got):
                 raise AuthError(
@@ -167,14 +178,21 @@ class EntraAuth(httpx.Auth):
                 got = await get(self.scope)
             except Exception as exc:
                 raise AuthError(
-                    f"Entra ID could not get a token for {self.scope}: {_first_line(exc)}",
-                    status=0, hint=_ENTRA_HINT,
+                    f"Entra ID could not get a token for {self.scope}: {first_line(exc)}",
+                    status=0, hint=ENTRA_HINT,
                 ) from None
             with self._lock:
                 return self._store(got)
         return await asyncio.to_thread(self.token, stale=stale)
 
-    # -- httpx flows ---------------------------------------------------------------
+    # -- flows: httpx's (sync client, httpx transports) and plain headers (aiohttp) ---
+
+    refreshable = True  # a 401 on a cached token: fetch a new one and send again, once
+
+    async def aheaders(self, stale: str | None = None) -> dict[str, str]:
+        """`stale`: the Authorization value a 401 rejected; a new token replaces it."""
+        old = stale[len("Bearer "):] if stale and stale.startswith("Bearer ") else None
+        return {"Authorization": f"Bearer {await self.atoken(stale=old)}"}
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         token = self.token()
@@ -193,15 +211,10 @@ class EntraAuth(httpx.Auth):
             yield request
 
 
-_ENTRA_HINT = (
+ENTRA_HINT = (
     "Sign in with `az login` (or set AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET), "
     "and check your identity has the 'Cognitive Services OpenAI User' role (projects: 'Azure AI User')."
 )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def auth_for(conn: Connection, credential: Any = None) -> httpx.Auth:
@@ -210,5 +223,5 @@ def auth_for(conn: Connection, credential: Any = None) -> httpx.Auth:
         return NoAuth()
     if conn.auth == "key":
         return KeyAuth(resolve_key(conn), conn.key_header)
-    scope = conn.scope or "https://cognitiveservices.azure.com/.default"
+    scope = conn.scope or DEFAULT_SCOPE
     return EntraAuth(scope, credential)

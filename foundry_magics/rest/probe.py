@@ -17,11 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundry_magics.connections.connection import Connection
-from foundry_magics.errors import AuthError, BadRequestError, FoundryError, HTTPStatusError, NotFoundError, ResponseError
+from foundry_magics.defaults import DEFAULT_SCOPE, PROBE_TIMEOUT
+from foundry_magics.errors import (
+    AuthError,
+    BadRequestError,
+    FoundryError,
+    HTTPStatusError,
+    NotFoundError,
+    ResponseError,
+    first_line,
+)
 
 __all__ = ["probe", "ProbeResult", "credential_name", "explain_credential_failure"]
 
-PROBE_TIMEOUT = 15.0
 
 
 @dataclass
@@ -124,7 +132,7 @@ class _Prefetched:
 
 def _entra_token(conn: Connection, credential: Any) -> tuple[Any, str | None, ProbeResult | None]:
     """Fetch a token ourselves to name the credential that answered (or explain why none did)."""
-    from foundry_magics.rest.auth import _ENTRA_HINT
+    from foundry_magics.rest.auth import ENTRA_HINT
 
     if credential is None:
         try:
@@ -133,13 +141,13 @@ def _entra_token(conn: Connection, credential: Any) -> tuple[Any, str | None, Pr
             return None, None, ProbeResult(False, error="Entra ID needs the azure-identity package.",
                                            hint="pip install azure-identity, or use an API key.")
         credential = DefaultAzureCredential()
-    scope = conn.scope or "https://cognitiveservices.azure.com/.default"
+    scope = conn.scope or DEFAULT_SCOPE
     quiet = _Quiet()
     try:
         with quiet:  # azure-identity logs the multi-line report as a warning: we say it in one line
             token = credential.get_token(scope)
     except Exception as exc:  # ClientAuthenticationError, CredentialUnavailableError, ...
-        return None, None, ProbeResult(False, error=explain_credential_failure(exc), hint=_ENTRA_HINT)
+        return None, None, ProbeResult(False, error=explain_credential_failure(exc), hint=ENTRA_HINT)
     return _Prefetched(credential, token), credential_name(credential), None
 
 
@@ -191,7 +199,7 @@ def _run(client: Any, conn: Connection) -> ProbeResult:
     model = conn.model or (models[0] if models else None)
     if model is None and conn.kind not in ("azure-deployment", "emulator"):
         exc = listing_error
-        return ProbeResult(False, error=f"The endpoint lists no models ({_one_line(exc)})." if exc else
+        return ProbeResult(False, error=f"The endpoint lists no models ({first_line(exc)})." if exc else
                            "The endpoint lists no models.", hint="Enter the model or deployment name, then Test again.")
     t1 = time.perf_counter()
     try:
@@ -199,18 +207,11 @@ def _run(client: Any, conn: Connection) -> ProbeResult:
     except BadRequestError as exc:
         # The request reached the model: auth and route are right; it disliked the tiny call.
         return ProbeResult(True, time.perf_counter() - t1, models, checked="models+chat" if models else "chat",
-                           warning=f"The 1-token test call was refused: {_one_line(exc)}")
+                           warning=f"The 1-token test call was refused: {first_line(exc)}")
     except FoundryError as exc:
         return _failed(exc)
     return ProbeResult(True, time.perf_counter() - t1, models or ([reply.model] if reply.model else []),
                        checked="models+chat" if models else "chat", emulated=reply.emulated)
-
-
-def _one_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    text = str(exc).splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _failed(exc: FoundryError, cred_name: str | None = None) -> ProbeResult:

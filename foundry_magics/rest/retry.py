@@ -1,4 +1,14 @@
-"""When to retry and how long to wait. Pure functions: the clients do the sleeping."""
+"""When to try again and how long to wait: one policy for the clients and the engine.
+
+Pure: the callers do the sleeping (the clients between attempts of one call, the engine by
+pausing its workers). What is transient is decided here, once:
+
+* retried: 408, 409, 429 (unless it is a quota block), 5xx, connections that failed or were
+  cut, timeouts, bodies that are not the JSON the API promises;
+* never retried: 400, 401, 403, 404, 422, content filter, context length, bad input;
+* a `retry-after(-ms)` is honoured; without one the wait is exponential with jitter;
+* a retry-after of QUOTA_BLOCK_SECONDS or more is a quota block: give up at once.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +18,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-__all__ = ["RETRY_STATUSES", "parse_retry_after", "RetryPolicy", "QUOTA_BLOCK_SECONDS"]
+from foundry_magics.defaults import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    MAX_RETRIES,
+    QUOTA_BLOCK_SECONDS,
+    RATE_LIMIT_BACKOFF_BASE,
+    RATE_LIMIT_BACKOFF_CAP,
+    RETRY_STATUSES,
+)
+from foundry_magics.errors import (
+    AuthError,
+    ConfigurationError,
+    ConnectionFailed,
+    FoundryError,
+    FoundryTimeoutError,
+    HTTPStatusError,
+    NotFoundError,
+    RateLimitError,
+    ResponseError,
+    StreamError,
+)
 
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-# A retry-after at least this long is a quota block, not a rate limit: fail at once.
-QUOTA_BLOCK_SECONDS = 300.0
+__all__ = ["RETRY_STATUSES", "QUOTA_BLOCK_SECONDS", "parse_retry_after", "backoff", "is_transient", "stops_everything",
+           "RetryPolicy"]
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -43,31 +72,75 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(0.0, when.timestamp() - now)
 
 
+def backoff(retry: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP,
+            rng: random.Random | None = None) -> float:
+    """The wait before retry number `retry` (1 = the first): min(base * 2**(retry-1), cap), less up to 25 % jitter."""
+    u = (rng or random).random()
+    return min(base * 2 ** (retry - 1), cap) * (1 - 0.25 * u)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Would the same request, sent again, plausibly succeed?"""
+    if isinstance(exc, RateLimitError):
+        return not exc.quota_block
+    if isinstance(exc, HTTPStatusError):
+        return exc.status in RETRY_STATUSES
+    return isinstance(exc, (ConnectionFailed, FoundryTimeoutError, ResponseError, StreamError))
+
+
+def stops_everything(exc: BaseException) -> bool:
+    """Errors that every other request would hit too: a wrong key, an unknown deployment or
+    route, bad input, an exhausted quota. A run stops at the first one."""
+    if isinstance(exc, RateLimitError):
+        return exc.quota_block
+    return isinstance(exc, (AuthError, NotFoundError, ConfigurationError))
+
+
 @dataclass
 class RetryPolicy:
-    """Bounded by `max_retries` and by a total `deadline` in seconds from `start`."""
+    """Bounded by `max_retries` and by a total `deadline` (seconds from `start`; None: no bound).
 
-    max_retries: int = 6
-    deadline: float = 600.0
-    base: float = 0.5
-    cap: float = 8.0
+    With `max_rate_limited` set (the engine), 429s have a budget of their own: they are flow
+    control, paced by the adaptive limit, and do not use up the retries meant for faults.
+    Without it (a single call), a 429 is one more retry.
+    """
+
+    max_retries: int = MAX_RETRIES
+    deadline: float | None = None
+    base: float = BACKOFF_BASE
+    cap: float = BACKOFF_CAP
+    max_rate_limited: int | None = None
+    rate_limit_base: float = RATE_LIMIT_BACKOFF_BASE  # a 429 without retry-after waits longer than a fault
+    rate_limit_cap: float = RATE_LIMIT_BACKOFF_CAP
     start: float = field(default_factory=time.monotonic)
-    attempts: int = 0
-    rng: random.Random = field(default_factory=random.Random, repr=False)
+    attempts: int = 0  # retries granted for faults (and for 429s without their own budget)
+    rate_limited: int = 0  # waits granted for 429s, when they have their own budget
+    rng: random.Random | None = field(default=None, repr=False)  # None: the random module's (seeding one costs)
 
     def remaining(self) -> float:
-        return self.deadline - (time.monotonic() - self.start)
+        return float("inf") if self.deadline is None else self.deadline - (time.monotonic() - self.start)
 
-    def backoff(self) -> float:
-        """Exponential with jitter: min(base * 2**n, cap) * (1 - 0.25 * U(0,1))."""
-        return min(self.base * 2 ** self.attempts, self.cap) * (1 - 0.25 * self.rng.random())
-
-    def next_delay(self, retry_after: float | None = None) -> float | None:
-        """The wait before the next attempt, or None when no attempt is left (count or time)."""
-        if self.attempts >= self.max_retries:
+    def next_delay(self, exc: FoundryError) -> float | None:
+        """Seconds to wait before sending again, or None: give up and raise (or fail the row)."""
+        if not is_transient(exc):
             return None
-        delay = retry_after if retry_after is not None else self.backoff()
+        retry_after = getattr(exc, "retry_after", None)
+        own_budget = isinstance(exc, RateLimitError) and self.max_rate_limited is not None
+        if own_budget:
+            if self.rate_limited >= self.max_rate_limited:  # type: ignore[operator]
+                return None
+            n = self.rate_limited + 1
+            delay = retry_after if retry_after is not None else backoff(
+                n, self.rate_limit_base, self.rate_limit_cap, self.rng)
+        else:
+            if self.attempts >= self.max_retries:
+                return None
+            n = self.attempts + 1
+            delay = retry_after if retry_after is not None else backoff(n, self.base, self.cap, self.rng)
         if delay >= QUOTA_BLOCK_SECONDS or delay > self.remaining():
             return None
-        self.attempts += 1
+        if own_budget:
+            self.rate_limited = n
+        else:
+            self.attempts = n
         return delay

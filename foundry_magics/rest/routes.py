@@ -8,10 +8,8 @@ from typing import Any
 from foundry_magics.connections.connection import Connection
 from foundry_magics.errors import ConfigurationError
 
-__all__ = ["Route", "route_for", "DEFAULT_EMBEDDING_MODEL", "uses_max_completion_tokens"]
+__all__ = ["Route", "route_for", "uses_max_completion_tokens", "models_from_listing"]
 
-DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
-EMULATOR_DEFAULT_MODEL = "gpt-4o-mini"
 OPERATIONS = ("chat", "responses", "embeddings", "models")
 
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from foundry_magics.defaults import REDACTED
 from foundry_magics.store.db import open_db
 
 __all__ = ["History", "SessionUsage", "MIGRATIONS", "history_path", "redact", "prompt_of"]
 
-REDACTED = "***redacted***"
 
 MIGRATIONS: list[str] = [
     # 1: the call log

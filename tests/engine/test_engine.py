@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from foundry_magics.engine import runner as engine
+from foundry_magics import engine
+from foundry_magics.engine import looper, pacing
+from foundry_magics.engine.prompts import PromptRun
 from foundry_magics.rest.client import FoundryClient
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
@@ -244,7 +246,7 @@ def test_progress_updates_and_report(make_emu):
 
 
 def test_text_progress_line():
-    from foundry_magics.notebook.progress import TextProgress, format_line
+    from foundry_magics.notebook.progress import TqdmProgress, format_line
 
     snap = engine.Snapshot(rows=1000, done=250, failed=5, cached=100, elapsed=2.0, rate=125.0, eta=6.0,
                            rate_limited=3, retries=4, concurrency=16)
@@ -252,7 +254,7 @@ def test_text_progress_line():
     assert "255/1,000 rows" in line and "125 rows/s" in line and "ETA 0:06" in line
     assert "5 failed" in line and "100 cached" in line and "3×429" in line
     buf = io.StringIO()
-    p = TextProgress(1000, "prompt", stream=buf)
+    p = TqdmProgress(1000, "prompt", file=buf)
     p.update(snap)
     p.close(engine.RunReport(rows=1000, done=995, failed=5, requests=900, seconds=8))
     out = buf.getvalue()
@@ -269,7 +271,7 @@ def test_report_lists_failures():
 
 def test_token_bucket_and_adaptive_limit_units():
     now = [0.0]
-    b = engine.TokenBucket(10.0, 1.0, clock=lambda: now[0])
+    b = pacing.TokenBucket(10.0, 1.0, clock=lambda: now[0])
     assert b.reserve() == 0.0
     assert b.reserve() == pytest.approx(0.1)
     assert b.reserve() == pytest.approx(0.2)  # bookings queue up evenly
@@ -277,7 +279,7 @@ def test_token_bucket_and_adaptive_limit_units():
     assert b.reserve() == 0.0  # refilled, but never above the burst
     assert b.reserve() == pytest.approx(0.1)
 
-    lim = engine.AdaptiveLimit(16, cooldown=1.0)
+    lim = pacing.AdaptiveLimit(16, cooldown=1.0)
     lim.decrease(5.0)
     lim.decrease(5.5)  # same rate-limit event: no second cut
     assert lim.current == 8
@@ -291,17 +293,17 @@ def test_token_bucket_and_adaptive_limit_units():
 def test_engine_loop_is_reused(make_emu):
     emu, conn = make_emu()
     engine.run_batch(prompts_batch(["a"]), connection=conn, progress=False)
-    t1 = engine._engine_loop.thread
+    t1 = looper._engine_loop.thread
     engine.run_batch(prompts_batch(["b"]), connection=conn, progress=False)
-    assert engine._engine_loop.thread is t1 and t1.is_alive() and t1.daemon
+    assert looper._engine_loop.thread is t1 and t1.is_alive() and t1.daemon
 
 
 def test_a_run_stopped_before_it_starts_ends_at_once(make_emu):
     emu, conn = make_emu()
-    run = engine._Run(prompts_batch([f"r{i}" for i in range(5000)]), engine.RequestSpec(), conn, concurrency=8,
-                      rpm=None, tpm=None, cache=True, timeout=10, max_retries=2)
+    run = PromptRun(prompts_batch([f"r{i}" for i in range(5000)]), engine.RequestSpec(), conn, concurrency=8,
+                    rpm=None, tpm=None, cache=True, timeout=10, max_retries=2)
     run.stop("interrupted (Ctrl-C)", interrupted=True)  # Ctrl-C landed before the loop ran main()
-    engine.submit(run.main()).result(timeout=10)
+    looper.submit(run.main()).result(timeout=10)
     assert run.report().interrupted and emu.stats()["requests"] == 0
 
 

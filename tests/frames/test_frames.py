@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foundry_magics.engine import runner as engine
+from foundry_magics import engine
 from foundry_magics.frames import ops as frames
 from foundry_magics.rest.client import FoundryClient
 from foundry_magics.connections import Connection

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 import foundry_magics as fm
-from foundry_magics.rest import client as client_mod
+from foundry_magics.rest import base as client_base
 from foundry_magics import errors
 from foundry_magics.rest import retry
 from foundry_magics.emulator import Emulator
@@ -51,7 +51,7 @@ def server(emu):
 @pytest.fixture
 def fast_backoff(monkeypatch):
     """Real retries, shorter backoff (0.01 s base) where a test only checks outcomes, not timing."""
-    monkeypatch.setattr(client_mod, "RetryPolicy", functools.partial(retry.RetryPolicy, base=0.01, cap=0.05))
+    monkeypatch.setattr(client_base, "RetryPolicy", functools.partial(retry.RetryPolicy, base=0.01, cap=0.05))
 
 
 def conn_for(url: str, **fields) -> fm.Connection:

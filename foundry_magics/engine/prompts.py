@@ -1,0 +1,173 @@
+"""A run of chat / Responses prompts: fed in chunks, de-duplicated, cached, sent by workers.
+
+* Requests are fed in chunks: each chunk is rendered, keyed (`store.cache.request_key`, the
+  same request builders as every other path), looked up in the cache in bulk and
+  de-duplicated against requests in flight, so memory stays bounded on millions of rows and
+  identical requests are sent once.
+* `concurrency` workers take requests from a bounded queue and send them through
+  `Run.send` (adaptive limit, rpm/tpm budgets, the retry policy).
+* Finished replies go into the cache (flushed every FLUSH_EVERY s and every FLUSH_AT
+  replies), so a re-run after Ctrl-C, a crash or a restart sends only what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from foundry_magics.defaults import FEED_AHEAD, FEED_CHUNK, FLUSH_AT
+from foundry_magics.engine.pacing import estimate_tokens
+from foundry_magics.engine.run import Run
+from foundry_magics.errors import describe
+
+__all__ = ["RequestSpec", "Batch", "PromptRun"]
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """What is the same for every request of a run; only the prompt varies."""
+
+    op: str = "chat"  # "chat" or "responses"
+    system: str | None = None
+    model: str | None = None
+    schema: Any = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    def options(self) -> dict[str, Any]:
+        return dict(system=self.system, model=self.model, schema=self.schema, temperature=self.temperature,
+                    max_tokens=self.max_tokens)
+
+
+@dataclass
+class Batch:
+    """`size` distinct requests. `render(indices)` gives their prompts (called chunk by chunk);
+    `weights[i]` is how many rows request i answers (dedup), for progress and the report."""
+
+    size: int
+    render: Callable[[Sequence[int]], list[str]]
+    weights: Sequence[int] | None = None
+    rows: int | None = None  # rows in the frame, NA rows included
+    na_rows: int = 0
+
+
+class PromptRun(Run):
+    def __init__(self, batch: Batch, spec: RequestSpec, conn: Any, **options: Any) -> None:
+        super().__init__(conn, size=batch.size, weights=batch.weights, rows=batch.rows, na_rows=batch.na_rows,
+                         model=spec.model, **options)
+        self.batch = batch
+        self.spec = spec
+        self.operation = spec.op
+        self.inflight: dict[bytes, list[int]] = {}  # request key -> distinct requests waiting for it
+
+    @property
+    def texts(self) -> list[Any]:
+        return self.values
+
+    async def work(self) -> None:
+        queue: asyncio.Queue = asyncio.Queue()  # bounded by the feeder (FEED_AHEAD + a chunk)
+        await self.gather([self._feed(queue), *(self._worker(queue) for _ in range(self.concurrency))])
+
+    # -- feeding -------------------------------------------------------------------------
+
+    async def _feed(self, queue: asyncio.Queue) -> None:
+        try:
+            await self._feed_all(queue)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # rendering or keying failed: stop rather than wait forever
+            self.stop(f"could not prepare the requests: {describe(exc)}", fatal=exc)
+
+    async def _feed_all(self, queue: asyncio.Queue) -> None:
+        from foundry_magics.store.cache import request_key, route_identity
+
+        spec, options = self.spec, self.spec.options()
+        route_id = None
+        n = self.size
+        start = 0
+        # A small first chunk gets the workers going at once; later chunks are rendered while
+        # the queue still holds a chunk's worth, so rendering overlaps with requests in flight.
+        size = min(FEED_CHUNK, max(16, self.concurrency))
+        first = True
+        while start < n and self.stopped is None:
+            if queue.qsize() >= FEED_AHEAD:
+                await self._queue_below(queue, FEED_AHEAD)
+            idx = range(start, min(n, start + size))
+            start += size
+            size = FEED_CHUNK
+            keyed: dict[bytes, list[int]] = {}
+            order: list[tuple[bytes, str]] = []
+            for i, prompt in zip(idx, self.batch.render(idx)):
+                route, body = self.client.build(spec.op, prompt, **options)
+                if route_id is None:
+                    route_id = route_identity(route.url, route.params, emulator=self.conn.is_emulator)
+                    self.model = body.get("model") or spec.model or self.conn.model
+                key = request_key(route_id, spec.op, body)
+                waiting = self.inflight.get(key) or keyed.get(key)
+                if waiting is not None:  # identical to one queued, in flight, or earlier in this chunk
+                    waiting.append(i)
+                    continue
+                keyed[key] = [i]
+                order.append((key, prompt))
+            hits = self.cache.get_many([k for k, _ in order]) if order else {}
+            for key, prompt in order:
+                hit = hits.get(key)
+                if hit is not None:
+                    self.cache_hits += 1
+                    self.succeed(keyed[key], hit.text, cached=True)
+                    continue
+                self.inflight[key] = keyed[key]
+                await queue.put((key, prompt, estimate_tokens(prompt, spec)))
+            if first and queue.qsize():
+                # Let the first requests go out (connections open) before rendering more.
+                first = False
+                while queue.qsize():
+                    await asyncio.sleep(0.002)
+                await asyncio.sleep(0.01)
+            else:
+                await asyncio.sleep(0)  # replies that arrived meanwhile go first
+        for _ in range(self.concurrency):
+            await queue.put(None)
+
+    async def _queue_below(self, queue: asyncio.Queue, level: int) -> None:
+        while queue.qsize() >= level and self.stopped is None:
+            await asyncio.sleep(0.05)
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def _worker(self, queue: asyncio.Queue) -> None:
+        options = self.spec.options()
+        call = self.client.respond if self.spec.op == "responses" else self.client.chat
+        while True:
+            item = await queue.get()
+            if item is None or self.stopped is not None:
+                return
+            key, prompt, est = item
+            try:
+                reply = await self.send(lambda: call(prompt, **options), est, self.inflight.get(key, ()))
+                if reply is not None:
+                    self._finish_ok(key, reply)
+                else:
+                    self.inflight.pop(key, None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # not a service error: fail this request, keep the run going
+                self.fail(self.inflight.pop(key, ()), f"unexpected error: {describe(exc)}")
+
+    def _finish_ok(self, key: bytes, reply: Any) -> None:
+        from foundry_magics.store.cache import CachedReply
+
+        usage = reply.usage
+        self.in_tokens += usage.input_tokens
+        self.out_tokens += usage.output_tokens
+        waiting = self.inflight.pop(key, ())
+        if reply.finish_reason == "content_filter":
+            cats = ", ".join(reply.filtered) if reply.filtered else "unspecified"
+            self.fail(waiting, f"ContentFilter: the completion was filtered ({cats})")
+            return
+        self.cache.put(key, self.spec.op, CachedReply(reply.text, reply.finish_reason, usage.input_tokens,
+                                                      usage.output_tokens, reply.model))
+        if self.cache.pending >= FLUSH_AT:
+            self.flush()
+        self.succeed(waiting, reply.text)

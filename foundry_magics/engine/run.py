@@ -1,0 +1,248 @@
+"""One engine run: the state every kind of run shares, and the way each request is sent.
+
+A run answers `size` distinct requests for `rows` rows (`weights[i]` rows per request after
+dedup; `na_rows` were never sent). Every run - prompts, embeddings - has the same shape:
+`values` / `errors` per distinct request, the same counters, the same stop switch (Ctrl-C,
+a fatal error), the same progress snapshot and the same report. Every request goes through
+`send()`: the adaptive limit, the rpm/tpm budgets and the shared 429 pause, then one call,
+then the retry policy of `rest.retry` (the same rules a single call follows) with 429s on a
+budget of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable, Sequence
+
+from foundry_magics.defaults import CONCURRENCY, FAIL_FAST, FLUSH_EVERY, MAX_RATE_LIMITED, MAX_RETRIES, TIMEOUT
+from foundry_magics.engine.pacing import AdaptiveLimit, TokenBucket
+from foundry_magics.engine.report import RunReport, Snapshot
+from foundry_magics.errors import FoundryError, RateLimitError, describe, first_line
+from foundry_magics.rest.retry import RetryPolicy, is_transient, stops_everything
+
+__all__ = ["Run"]
+
+log = logging.getLogger("foundry_magics.engine")
+
+
+class Run:
+    operation = "chat"
+
+    def __init__(self, conn: Any, *, size: int, weights: Sequence[int] | None = None, rows: int | None = None,
+                 na_rows: int = 0, concurrency: int = CONCURRENCY, rpm: float | None = None,
+                 tpm: float | None = None, cache: bool = True, timeout: float = TIMEOUT,
+                 max_retries: int = MAX_RETRIES, transport: Any = None, model: str | None = None) -> None:
+        self.conn = conn
+        self.size = size
+        self.weights = weights
+        self.na_rows = na_rows
+        self.total_rows = rows if rows is not None else (
+            int(sum(weights)) if weights is not None else size) + na_rows
+        self.concurrency = concurrency
+        self.use_cache = cache
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.transport = transport
+        self.model = model
+        self.values: list[Any] = [None] * size  # reply text (or vector) per distinct request
+        self.errors: dict[int, str] = {}
+        # counters, read by the caller's thread for progress
+        self.done_rows = self.failed_rows = self.cached_rows = 0
+        self.cache_hits = self.sent = self.retries = self.rate_limited = 0
+        self.in_tokens = self.out_tokens = 0
+        self.successes = self.failures = 0
+        self.started = time.monotonic()
+        self.finished_at: float | None = None
+        self.stopped: str | None = None
+        self.fatal: BaseException | None = None
+        self.interrupted = False
+        self.tasks: list[asyncio.Task] = []
+        self.limit = AdaptiveLimit(concurrency)
+        self.pause_until = 0.0
+        self.rpm_bucket = TokenBucket(rpm / 60.0, max(1.0, rpm / 60.0)) if rpm else None
+        self.tpm_bucket = TokenBucket(tpm / 60.0, max(1.0, tpm / 60.0)) if tpm else None
+        self.client: Any = None
+        self.cache: Any = None
+
+    def weight(self, i: int) -> int:
+        return int(self.weights[i]) if self.weights is not None else 1
+
+    # -- lifecycle (on the engine's loop) ------------------------------------------------
+
+    async def main(self) -> None:
+        """Open the client and the cache, run `work()`, and always close both."""
+        from foundry_magics.rest.client import AsyncFoundryClient
+        from foundry_magics.store.cache import MemoryCache, ResponseCache
+
+        self.started = time.monotonic()
+        flusher = None
+        try:
+            self.client = AsyncFoundryClient(self.conn, timeout=self.timeout, max_retries=0, transport=self.transport,
+                                             max_connections=max(8, self.concurrency))
+            self.cache = ResponseCache() if self.use_cache else MemoryCache()
+            flusher = asyncio.ensure_future(self._flusher())
+            await self.work()
+        finally:
+            self.finished_at = time.monotonic()
+            if flusher is not None:
+                flusher.cancel()
+            try:
+                if self.cache is not None:
+                    self.cache.close()  # flushes what is buffered
+            finally:
+                if self.client is not None:
+                    await self.client.aclose()
+
+    async def work(self) -> None:  # pragma: no cover - each kind of run has its own
+        raise NotImplementedError
+
+    async def gather(self, coros: Sequence[Awaitable[Any]]) -> None:
+        """Run the tasks of this run; `stop()` cancels them."""
+        self.tasks = [asyncio.ensure_future(c) for c in coros]
+        if self.stopped is not None:  # stopped (Ctrl-C) before the tasks existed
+            for t in self.tasks:
+                t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def stop(self, reason: str, *, interrupted: bool = False, fatal: BaseException | None = None) -> None:
+        """Stop the run (on the loop thread): cancel its tasks. The first reason wins."""
+        if self.stopped is None:
+            self.stopped = reason
+            self.interrupted = interrupted
+            self.fatal = fatal
+        for t in self.tasks:
+            if not t.done():
+                t.cancel()
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            if self.cache.pending:
+                self.flush()
+
+    def flush(self) -> None:
+        try:
+            self.cache.flush()
+        except Exception as exc:  # a full disk must not lose the run's replies in memory
+            log.warning("cache write failed: %s", exc)
+
+    # -- sending one request -------------------------------------------------------------
+
+    async def _gate(self, est: int) -> None:
+        await self.limit.acquire()
+        try:
+            delay = 0.0
+            if self.rpm_bucket is not None:
+                delay = self.rpm_bucket.reserve(1)
+            if self.tpm_bucket is not None:
+                delay = max(delay, self.tpm_bucket.reserve(est))
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while True:
+                wait = self.pause_until - time.monotonic()
+                if wait <= 0:
+                    return
+                await asyncio.sleep(wait)
+        except BaseException:
+            self.limit.release()
+            raise
+
+    async def send(self, call: Callable[[], Awaitable[Any]], est: int, indices: Sequence[int]) -> Any:
+        """`call()` through the limit and the budgets, retried by the policy. The result, or
+        None when the request failed: then `indices` are failed with the reason, and an error
+        every other request would hit too (wrong key, unknown deployment, quota) stops the run."""
+        policy = RetryPolicy(self.max_retries, max_rate_limited=MAX_RATE_LIMITED)
+        while True:
+            await self._gate(est)
+            if self.stopped is not None:  # stopped while this one waited for its turn
+                self.limit.release()
+                return None
+            self.sent += 1
+            try:
+                result = await call()
+            except FoundryError as exc:
+                self.limit.release()
+                delay = policy.next_delay(exc)
+                if isinstance(exc, RateLimitError):
+                    self.rate_limited += 1
+                    if delay is not None:  # flow control: everyone pauses, the limit halves
+                        now = time.monotonic()
+                        self.pause_until = max(self.pause_until, now + delay)
+                        self.limit.decrease(now)
+                        delay = 0.0
+                if delay is None:
+                    self._give_up(exc, policy, indices)
+                    return None
+                self.retries += 1
+                if delay:
+                    await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                self.limit.release()
+                raise
+            self.limit.success()
+            self.limit.release()
+            return result
+
+    def _give_up(self, exc: FoundryError, policy: RetryPolicy, indices: Sequence[int]) -> None:
+        reason = describe(exc)
+        if is_transient(exc) and not isinstance(exc, RateLimitError):  # the retries ran out
+            reason += f" (after {policy.attempts + 1} attempts)"
+        self.fail(indices, reason)
+        if stops_everything(exc):
+            why = f"quota exhausted: {first_line(exc)}" if isinstance(exc, RateLimitError) else describe(exc)
+            self.stop(why, fatal=exc)
+        elif self.successes == 0 and self.failures >= FAIL_FAST:
+            self.stop(f"the first {self.failures} requests all failed: {reason}", fatal=exc)
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def succeed(self, indices: Sequence[int], value: Any, *, cached: bool = False) -> None:
+        if not cached:
+            self.successes += 1
+        for j in indices:
+            self.values[j] = value
+            w = self.weight(j)
+            self.done_rows += w
+            if cached:
+                self.cached_rows += w
+
+    def fail(self, indices: Sequence[int], reason: str) -> None:
+        self.failures += 1
+        for j in indices:
+            self.errors[j] = reason
+            self.failed_rows += self.weight(j)
+
+    # -- reporting -----------------------------------------------------------------------
+
+    def snapshot(self, rates: deque) -> Snapshot:
+        now = time.monotonic()
+        elapsed = (self.finished_at or now) - self.started
+        done = self.done_rows + self.failed_rows
+        rates.append((now, done))
+        while len(rates) > 2 and now - rates[0][0] > 5.0:
+            rates.popleft()
+        t0, d0 = rates[0]
+        rate = (done - d0) / (now - t0) if now - t0 > 0.2 else (done / elapsed if elapsed > 0 else 0.0)
+        todo = self.total_rows - self.na_rows - done
+        return Snapshot(rows=self.total_rows, done=self.done_rows, failed=self.failed_rows, cached=self.cached_rows,
+                        elapsed=elapsed, rate=rate, eta=todo / rate if rate > 0 else None,
+                        rate_limited=self.rate_limited, retries=self.retries, concurrency=self.limit.current,
+                        finished=self.finished_at is not None)
+
+    def report(self) -> RunReport:
+        elapsed = (self.finished_at or time.monotonic()) - self.started
+        needing = self.total_rows - self.na_rows
+        return RunReport(
+            rows=self.total_rows, done=self.done_rows, na_rows=self.na_rows, unique=self.size,
+            dedup_saved=max(0, needing - self.size), cache_hits=self.cache_hits, requests=self.sent,
+            retries=self.retries, rate_limited=self.rate_limited, input_tokens=self.in_tokens,
+            output_tokens=self.out_tokens, seconds=elapsed, failed=self.failed_rows,
+            not_sent=max(0, needing - self.done_rows - self.failed_rows), interrupted=self.interrupted,
+            stopped=self.stopped, concurrency=self.limit.current,
+            model=self.model or getattr(self.conn, "model", None), connection=getattr(self.conn, "label", None),
+            operation=self.operation,
+        )

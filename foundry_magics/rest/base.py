@@ -1,0 +1,541 @@
+"""What both clients share: everything that does no I/O.
+
+`BaseClient` validates settings, builds requests per endpoint kind (`build_chat`,
+`build_respond`, `build_embed` - also used by dry-run and by the engine's cache keys), turns
+response bodies into `Reply`s, maps HTTP and transport failures into the `FoundryError`
+tree, scrubs secrets a server echoes back, and records finished calls. `StreamReader` turns
+the text of a server-sent-events response into `Delta`s and, at the end, the `Reply`.
+
+`FoundryClient` and `AsyncFoundryClient` (client.py) add only the sending and the waiting.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import httpx
+
+from foundry_magics.connections.connection import Connection
+from foundry_magics.defaults import (
+    CONNECT_TIMEOUT,
+    DEFAULT_EMBEDDING_MODEL,
+    EMULATOR_MODEL,
+    MAX_RETRIES,
+    MIN_DEADLINE,
+    REDACTED,
+    TIMEOUT,
+    USER_AGENT,
+)
+from foundry_magics.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    FoundryError,
+    FoundryTimeoutError,
+    HTTPStatusError,
+    ResponseError,
+    StreamError,
+    describe,
+    error_from_response,
+    filtered_categories,
+)
+from foundry_magics.rest.auth import auth_for
+from foundry_magics.rest.models import Delta, Reply, Usage
+from foundry_magics.rest.retry import RetryPolicy, parse_retry_after
+from foundry_magics.rest.routes import Route, models_from_listing, route_for, uses_max_completion_tokens
+from foundry_magics.rest.schemas import chat_response_format, responses_text_format
+from foundry_magics.rest.sse import ChatStreamState, ResponsesStreamState, SSEDecoder, finish_reason_of
+
+__all__ = ["BaseClient", "CallRecord", "StreamReader", "embed_body", "transport_error", "text_decoder"]
+
+log = logging.getLogger("foundry_magics.http")
+
+
+@dataclass
+class CallRecord:
+    """What one finished call cost; passed to `on_record` hooks (history, usage). No secrets."""
+
+    op: str
+    connection: str
+    model: str | None
+    request: dict[str, Any]
+    reply: Reply | None
+    latency: float
+    error: str | None = None
+    interrupted: bool = False
+    started: float = field(default_factory=time.time)
+
+
+def _number(value: Any, name: str, kind: type, example: str) -> Any:
+    what = "a whole number, 0 or more" if kind is int else "a positive number of seconds"
+    if isinstance(value, bool):
+        value = None
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be {what}, got {value!r}.", hint=f"Use {example}.") from None
+    if kind is int and isinstance(value, float) and value != out:
+        raise ConfigurationError(f"{name} must be a whole number, got {value!r}.", hint=f"Use {example}.")
+    return out
+
+
+class BaseClient:
+    def __init__(
+        self,
+        conn: Connection | str | None = None,
+        *,
+        timeout: float = TIMEOUT,
+        max_retries: int = MAX_RETRIES,
+        deadline: float | None = None,
+        credential: Any = None,
+        on_record: Callable[[CallRecord], None] | None = None,
+    ) -> None:
+        timeout = _number(timeout, "timeout", float, f"timeout={TIMEOUT:g}")
+        max_retries = _number(max_retries, "max_retries", int, f"max_retries={MAX_RETRIES}")
+        if deadline is not None:
+            deadline = _number(deadline, "deadline", float, f"deadline={MIN_DEADLINE:g}")
+        if timeout <= 0 or (deadline is not None and deadline <= 0):
+            raise ConfigurationError(f"timeout and deadline must be positive, got {timeout!r} and {deadline!r}.",
+                                     hint=f"Use a number of seconds, e.g. timeout={TIMEOUT:g}.")
+        if max_retries < 0:
+            raise ConfigurationError(f"max_retries must be 0 or more, got {max_retries!r}.",
+                                     hint="Use max_retries=0 to never retry.")
+        from foundry_magics.connections.session import connection_for  # late: keeps `import foundry_magics` light
+
+        self.connection = connection_for(conn)
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.deadline = float(deadline) if deadline is not None else max(MIN_DEADLINE, self.timeout * 2)
+        self.auth = auth_for(self.connection, credential)  # a missing key fails here, before sending
+        self.on_record = on_record
+        self._headers = {"user-agent": USER_AGENT, "accept": "application/json"}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(connection={self.connection.label!r}, kind={self.connection.kind!r})"
+
+    # ------------------------------------------------------------------ request building
+
+    def _model(self, model: str | None) -> str | None:
+        model = model or self.connection.model
+        if not model and self.connection.kind == "emulator":
+            model = EMULATOR_MODEL
+        return model
+
+    def _require_model(self, model: str | None, route: Route) -> None:
+        if route.model_in_body and not model:
+            raise ConfigurationError(
+                f"No model chosen for {self.connection.label}.",
+                hint="Pass model='NAME' (or -m NAME, or `%foundry use NAME`); `%foundry models` lists them.",
+            )
+
+    def build_chat(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        system: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        schema: Any = None,
+        stream: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> tuple[Route, dict[str, Any]]:
+        """The route and JSON body of a chat completions request. Sends nothing."""
+        if messages is not None and (isinstance(messages, (str, bytes)) or not all(isinstance(m, dict) for m in messages)):
+            raise ConfigurationError(
+                "messages must be a list of {'role': ..., 'content': ...} dicts.",
+                hint='For one prompt use chat("text"); for a history use messages=[{"role": "user", "content": "..."}].',
+            )
+        msgs = list(messages or [])
+        if (prompt is None or not str(prompt).strip()) and not msgs:
+            raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or messages=[...].")
+        if system and not (msgs and msgs[0].get("role") in ("system", "developer")):
+            msgs.insert(0, {"role": "system", "content": system})
+        if prompt is not None:
+            msgs.append({"role": "user", "content": prompt})
+        model = self._model(model)
+        route = route_for(self.connection, "chat", model)
+        self._require_model(model, route)
+        body: dict[str, Any] = {"messages": msgs}
+        if route.model_in_body:
+            body["model"] = model
+        if temperature is not None:
+            body["temperature"] = temperature
+        if max_tokens is not None:
+            body["max_completion_tokens" if uses_max_completion_tokens(model) else "max_tokens"] = max_tokens
+        if schema is not None:
+            body["response_format"] = chat_response_format(schema)
+        if stream:
+            body["stream"] = True
+            if self.connection.kind != "foundry-models":  # /models answers 422 to stream_options
+                body["stream_options"] = {"include_usage": True}
+        if extra_body:
+            body.update(extra_body)
+        return route, body
+
+    def build_respond(
+        self,
+        prompt: str | None = None,
+        *,
+        input: Any = None,  # noqa: A002 - the API's own name
+        system: str | None = None,
+        model: str | None = None,
+        previous_response_id: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        schema: Any = None,
+        stream: bool = False,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> tuple[Route, dict[str, Any]]:
+        """The route and JSON body of a Responses API request. Sends nothing."""
+        payload = input if input is not None else prompt
+        if payload is None or (isinstance(payload, str) and not payload.strip()) or payload == []:
+            raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or input=[...].")
+        model = self._model(model)
+        route = route_for(self.connection, "responses", model)
+        self._require_model(model, route)
+        body: dict[str, Any] = {"model": model, "input": payload}
+        if system:
+            body["instructions"] = system
+        if previous_response_id:
+            body["previous_response_id"] = previous_response_id
+        if temperature is not None:
+            body["temperature"] = temperature
+        if max_tokens is not None:
+            body["max_output_tokens"] = max_tokens
+        if schema is not None:
+            body["text"] = responses_text_format(schema)
+        if stream:
+            body["stream"] = True
+        if extra_body:
+            body.update(extra_body)
+        return route, body
+
+    def build_embed(self, texts: Sequence[str], model: str | None, dimensions: int | None) -> tuple[Route, str | None]:
+        model = model or (self.connection.model if self.connection.kind == "foundry-models" else None)
+        model = model or DEFAULT_EMBEDDING_MODEL
+        return route_for(self.connection, "embeddings", model), model
+
+    def build(self, op: str, *args: Any, **kwargs: Any) -> tuple[Route, dict[str, Any]]:
+        """`build_respond` for op "responses", else `build_chat`."""
+        return (self.build_respond if op == "responses" else self.build_chat)(*args, **kwargs)
+
+    def dry_run(self, api: str = "chat", *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The exact request `chat`/`respond` would send, with secrets redacted. Sends nothing."""
+        route, body = self.build(api, *args, **kwargs)
+        url = str(httpx.URL(route.url, params=route.params or None))
+        headers = {"content-type": "application/json", **self._headers, **self.auth.describe()}  # type: ignore[attr-defined]
+        return {"method": route.method, "url": url, "headers": headers, "json": body}
+
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.deadline)
+
+    def _attempt_timeout(self, policy: RetryPolicy) -> float:
+        """Seconds each read of this attempt may wait: the timeout, within what is left of the deadline."""
+        return max(0.05, min(self.timeout, policy.remaining()))
+
+    def _timeout(self, policy: RetryPolicy) -> httpx.Timeout:
+        total = self._attempt_timeout(policy)
+        return httpx.Timeout(total, connect=min(total, CONNECT_TIMEOUT))
+
+    # ------------------------------------------------------------------ parsing
+
+    def _scrub(self, text: str) -> str:
+        """Remove the live key or token from text the service sent back (some echo it)."""
+        for secret in self.auth.secrets():  # type: ignore[attr-defined]
+            if secret and secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def _scrub_error(self, exc: FoundryError) -> FoundryError:
+        exc.message = self._scrub(exc.message)
+        exc.args = (exc.message,)
+        return exc
+
+    def _status_error(self, resp: httpx.Response, text: str) -> HTTPStatusError:
+        return error_from_response(
+            resp.status_code,
+            self._scrub(text),
+            request_id=_request_id(resp),
+            retry_after=parse_retry_after(resp.headers),
+        )
+
+    def _body(self, resp: httpx.Response, raw: bytes) -> Any:
+        """The parsed JSON of a complete response, or the FoundryError it stands for."""
+        text = _decode(resp, raw)
+        if resp.status_code >= 400:
+            raise self._status_error(resp, text)
+        return self._json(resp, text)
+
+    @staticmethod
+    def _json(resp: httpx.Response, text: str) -> Any:
+        ctype = resp.headers.get("content-type", "")
+        if "json" not in ctype and text.lstrip()[:1] not in ("{", "["):
+            raise ResponseError(
+                f"Expected JSON from {_path(resp)}, got {ctype or 'no content-type'} "
+                f"({len(text)} bytes).",
+                hint="The URL may point at a web page or a proxy rather than the API: check the endpoint.",
+            )
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ResponseError(
+                f"The service sent a body that is not valid JSON ({len(text)} bytes).",
+                hint="This is usually a transient proxy fault: run it again.",
+            ) from None
+
+    def _reply_common(self, resp: httpx.Response, latency: float) -> dict[str, Any]:
+        return dict(
+            latency=latency,
+            emulated=resp.headers.get("x-foundry-emulator") == "1" or self.connection.kind == "emulator",
+            request_id=_request_id(resp),
+            connection=self.connection.label,
+        )
+
+    def _chat_reply(self, data: Any, resp: httpx.Response, latency: float) -> Reply:
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise ResponseError("The reply has no choices.", hint="Check that the endpoint is a chat completions API.")
+        choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), choices[0])
+        message = choice.get("message") or {}
+        text = message.get("content") or message.get("refusal") or ""
+        if isinstance(text, list):  # some servers return content parts
+            text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+        finish = choice.get("finish_reason")
+        return Reply(
+            text=text,
+            model=data.get("model"),
+            finish_reason=finish,
+            usage=Usage.from_api(data.get("usage")),
+            id=data.get("id"),
+            raw=data,
+            filtered=filtered_categories(choice.get("content_filter_results")) if finish == "content_filter" else {},
+            **self._reply_common(resp, latency),
+        )
+
+    def _responses_reply(self, data: Any, resp: httpx.Response, latency: float, streamed_text: str = "") -> Reply:
+        if not isinstance(data, dict):
+            raise ResponseError("The Responses API returned no response object.")
+        if data.get("status") == "failed":
+            err = data.get("error") or {}
+            raise FoundryError(f"The response failed: {err.get('message') or 'no reason given'} ({err.get('code')})")
+        return Reply(
+            text=_output_text(data) or streamed_text,
+            model=data.get("model"),
+            finish_reason=finish_reason_of(data),
+            usage=Usage.from_api(data.get("usage")),
+            id=data.get("id"),
+            raw=data,
+            **self._reply_common(resp, latency),
+        )
+
+    def _reply(self, op: str, data: Any, resp: httpx.Response, t0: float) -> Reply:
+        latency = time.perf_counter() - t0
+        if op == "chat":
+            return self._chat_reply(data, resp, latency)
+        return self._responses_reply(data, resp, latency)
+
+    def _embeddings(self, data: Any, n: int) -> list[list[float]]:
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != n:
+            raise ResponseError(f"Expected {n} embeddings, got {len(items) if isinstance(items, list) else 'none'}.")
+        ordered = sorted(items, key=lambda d: d.get("index", 0))
+        return [list(map(float, d["embedding"])) for d in ordered]
+
+    def _models(self, data: Any) -> list[str]:
+        return models_from_listing(self.connection, data)
+
+    def _reader(self, op: str) -> "StreamReader":
+        return StreamReader(self, op)
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _record(self, op: str, body: dict[str, Any], reply: Reply | None, latency: float,
+                error: BaseException | None = None, interrupted: bool = False) -> None:
+        if self.on_record is None:
+            return
+        rec = CallRecord(op, self.connection.label, (reply.model if reply else None) or body.get("model"),
+                         body, reply, latency, error=describe(error) or None, interrupted=interrupted)
+        try:
+            self.on_record(rec)
+        except Exception:  # a broken hook must never break a call
+            log.exception("on_record hook failed")
+
+    def _check_deadline(self, policy: RetryPolicy, route: Route) -> None:
+        if policy.remaining() <= 0:
+            raise FoundryTimeoutError(
+                f"The reply from {httpx.URL(route.url).host} was still arriving when the "
+                f"{policy.deadline:g} s deadline passed.",
+                hint="Raise deadline= (or the timeout), or check the network between you and the endpoint.",
+            )
+
+    def _log_request(self, route: Route, attempt: int) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            redacted = {**self._headers, **self.auth.describe()}  # type: ignore[attr-defined]
+            log.debug("%s %s attempt=%d headers=%s", route.method, route.url, attempt, redacted)
+
+
+def embed_body(route: Route, model: str | None, batch: list[str], dimensions: int | None) -> dict[str, Any]:
+    if not all(isinstance(t, str) for t in batch):
+        bad = next(t for t in batch if not isinstance(t, str))
+        raise ConfigurationError(f"Embeddings need strings, got {type(bad).__name__}: {bad!r:.60}.",
+                                 hint="Convert the values with str() or drop missing values first.")
+    body: dict[str, Any] = {"input": batch}
+    if route.model_in_body:
+        body["model"] = model
+    if dimensions is not None:
+        body["dimensions"] = dimensions
+    return body
+
+
+class StreamReader:
+    """One streamed response, without I/O: feed it the text as it arrives (`feed`), then `end()`
+    for what the last, unterminated piece holds, then `reply()` for the finished Reply.
+
+    A stream that never said it was complete is a StreamError carrying the text so far.
+    """
+
+    def __init__(self, client: BaseClient, op: str) -> None:
+        self.client = client
+        self.op = op
+        self.decoder = SSEDecoder()
+        self.state: Any = ChatStreamState() if op == "chat" else ResponsesStreamState()
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    @property
+    def text(self) -> str:
+        return self.state.text
+
+    def feed(self, chunk: str) -> list[Delta]:
+        out = []
+        try:
+            for ev in self.decoder.feed(chunk):
+                d = self.state.feed(ev)
+                if d is not None:
+                    out.append(d)
+                if self.state.done and self.op == "chat":
+                    break  # Azure sends annotation chunks after [DONE]'s finish: ignore them
+        except StreamError as exc:
+            raise self.client._scrub_error(exc) from None
+        return out
+
+    def end(self) -> list[Delta]:
+        """The bytes after the last complete event of a stream that ended early: a half-written
+        event is not an error of its own; `reply()` reports the stream as unfinished."""
+        if self.state.done:
+            return []
+        tail = self.decoder.flush()
+        if tail is None:
+            return []
+        try:
+            d = self.state.feed(tail)
+        except ResponseError:
+            return []
+        except StreamError as exc:
+            raise self.client._scrub_error(exc) from None
+        return [d] if d is not None else []
+
+    def cut(self, exc: BaseException) -> StreamError:
+        why = exc.__cause__ if isinstance(exc, FoundryError) and exc.__cause__ is not None else exc
+        return StreamError(
+            f"The stream was cut after {len(self.text)} characters ({failure_name(why)}).",
+            partial=self.text,
+            hint="The text so far was kept and is incomplete; run it again to get the whole reply.",
+        )
+
+    def reply(self, resp: httpx.Response, t0: float) -> Reply:
+        s, latency = self.state, time.perf_counter() - t0
+        if not s.done:
+            raise StreamError(
+                f"The stream ended before the service said it was complete ({len(s.text)} characters received).",
+                partial=s.text,
+                hint="The text so far was kept and is incomplete; run it again to get the whole reply.",
+            )
+        if self.op == "chat":
+            return Reply(text=s.text, model=s.model, finish_reason=s.finish_reason, usage=s.usage or Usage(), id=s.id,
+                         filtered=s.filtered, **self.client._reply_common(resp, latency))
+        return self.client._responses_reply(s.response, resp, latency, streamed_text=s.text)
+
+
+def text_decoder(resp: Any) -> Any:
+    """An incremental decoder for a streamed body (a multi-byte character may span chunks)."""
+    try:
+        return codecs.getincrementaldecoder(resp.charset_encoding or "utf-8")("replace")
+    except LookupError:
+        return codecs.getincrementaldecoder("utf-8")("replace")
+
+
+def _decode(resp: httpx.Response, raw: bytes) -> str:
+    try:
+        return raw.decode(resp.charset_encoding or "utf-8", "replace")
+    except LookupError:  # an unknown charset name
+        return raw.decode("utf-8", "replace")
+
+
+# One vocabulary for what went wrong below HTTP, whichever library saw it (httpx's names).
+_FAILURE_NAMES = {
+    "SocketTimeoutError": "ReadTimeout",
+    "ServerTimeoutError": "ReadTimeout",
+    "ConnectionTimeoutError": "ConnectTimeout",
+    "ClientConnectorError": "ConnectError",
+    "ClientConnectorDNSError": "ConnectError",
+    "ClientConnectorCertificateError": "ConnectError",
+    "ClientConnectorSSLError": "ConnectError",
+    "ClientSSLError": "ConnectError",
+    "ServerDisconnectedError": "RemoteProtocolError",
+    "ClientPayloadError": "ReadError",
+    "ClientOSError": "ReadError",
+    "TimeoutError": "ReadTimeout",
+}
+
+
+def failure_name(exc: BaseException) -> str:
+    name = type(exc).__name__
+    return _FAILURE_NAMES.get(name, name)
+
+
+def _path(resp: Any) -> str:
+    """The URL path of a response: httpx's, or the async client's AsyncResponse."""
+    path = getattr(resp, "path", None)
+    return path if isinstance(path, str) else resp.request.url.path
+
+
+def _request_id(resp: httpx.Response) -> str | None:
+    return resp.headers.get("x-request-id") or resp.headers.get("apim-request-id")
+
+
+def _output_text(data: dict[str, Any]) -> str:
+    if isinstance(data.get("output_text"), str):
+        return data["output_text"]
+    parts = []
+    for item in data.get("output") or []:
+        if isinstance(item, dict) and item.get("type") == "message":
+            for c in item.get("content") or []:
+                if isinstance(c, dict) and c.get("type") == "output_text":
+                    parts.append(c.get("text") or "")
+    return "".join(parts)
+
+
+def transport_error(exc: BaseException, url: str) -> FoundryError:
+    """A failure below HTTP (no connection, a hang-up, a cut body, a timeout) as one of our
+    errors, from httpx's exceptions (sync client) or aiohttp's (async client)."""
+    import asyncio
+
+    host = httpx.URL(url).host
+    if isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError)):  # aiohttp's timeouts subclass the latter
+        return FoundryTimeoutError(
+            f"No answer from {host} within the timeout ({failure_name(exc)}).",
+            hint="Raise timeout= (or %config FoundryMagics.timeout), or check that the endpoint is up.",
+        )
+    return ConnectionFailed(
+        f"Could not reach {host}: {failure_name(exc)}: {str(exc) or 'connection failed'}.",
+        hint="Check the endpoint URL and your network; for the local emulator run `%foundry emulator start`.",
+    )
