@@ -8,7 +8,7 @@ import sys
 
 import foundry_magics as fm
 
-HEAVY = ("httpx", "httpcore", "pandas", "numpy", "ipywidgets", "azure", "azure.identity", "sqlite3", "h11")
+HEAVY = ("httpx", "httpcore", "aiohttp", "tqdm", "pandas", "numpy", "ipywidgets", "azure", "azure.identity", "sqlite3")
 
 
 def test_import_loads_nothing_heavy():
