@@ -84,6 +84,9 @@ ENV_VARIABLES = (
     "AZURE_AI_PROJECT_ENDPOINT", "PROJECT_ENDPOINT", "AZURE_AI_MODEL_DEPLOYMENT_NAME", "MODEL_DEPLOYMENT_NAME",
     "AZURE_INFERENCE_ENDPOINT", "AZURE_INFERENCE_CREDENTIAL", "AZURE_INFERENCE_MODEL",
 )
+# Everything that can point this package (or the OpenAI SDK beside it) at a real service: the
+# demo and the tests clear these so that a first-time reader's setup is what they see.
+SERVICE_VARIABLES = (*ENV_VARIABLES, "OPENAI_API_KEY", "OPENAI_BASE_URL")
 
 # ---------------------------------------------------------------------- DataFrame runs (the engine)
 

@@ -1,7 +1,7 @@
 """Prompts over DataFrame columns: templates, validation, NA, dedup, and results on the index.
 
 Core module: pandas and numpy are imported inside functions. The accessors
-(`foundry_magics.dataframe`) and `%%foundry --df` only call into here.
+(`foundry_magics.frames.accessor`) and `%%foundry --df` only call into here.
 
 How a run goes:
 1. the template is parsed (`{col}`, `{col:spec}`, `{}` for the Series form, `{{`/`}}` literal)

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundry_magics.defaults import ENV_VARIABLES
+from foundry_magics.defaults import ENV_HOME, SERVICE_VARIABLES
 
 __all__ = ["main", "find_notebook", "render_output"]
 
 NOTEBOOK = "01-quickstart.ipynb"
-_AZURE_VARS = (*ENV_VARIABLES, "OPENAI_API_KEY", "OPENAI_BASE_URL")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -75,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     nb = nbformat.read(path, as_version=4)
     out_dir = Path(tempfile.mkdtemp(prefix="foundry-magics-demo-"))
     home = out_dir / "home"
-    saved = {k: os.environ.get(k) for k in (*_AZURE_VARS, "FOUNDRY_MAGICS_HOME", "NO_PROXY", "no_proxy")}
-    for var in _AZURE_VARS:
+    saved = {k: os.environ.get(k) for k in (*SERVICE_VARIABLES, ENV_HOME, "NO_PROXY", "no_proxy")}
+    for var in SERVICE_VARIABLES:
         os.environ.pop(var, None)
-    os.environ["FOUNDRY_MAGICS_HOME"] = str(home)
+    os.environ[ENV_HOME] = str(home)
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
     # The kernel must import this very package (a source checkout need not be installed).
     pkg_root = str(Path(__file__).resolve().parent.parent)

@@ -13,6 +13,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
 
+from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
+
 __all__ = ["FoundryMagics", "load_ipython_extension", "unload_ipython_extension"]
 
 FORMATS = ("markdown", "text", "code", "json", "html")  # = magic_args.FORMATS (kept here to load fast)
@@ -55,8 +57,8 @@ class FoundryMagics(Magics):
     concurrency = Int(None, allow_none=True, help="Default requests in flight in DataFrame mode.").tag(config=True)
     cache = Bool(True, help="DataFrame mode: reuse finished rows from the response cache.").tag(config=True)
     history = Bool(True, help="Log every call to $FOUNDRY_MAGICS_HOME/history.sqlite.").tag(config=True)
-    timeout = Float(60.0, help="Seconds to wait for an answer, per attempt.").tag(config=True)
-    max_retries = Int(6, help="Retries on 429 / 5xx / connection errors.").tag(config=True)
+    timeout = Float(TIMEOUT, help="Seconds to wait for an answer, per attempt.").tag(config=True)
+    max_retries = Int(MAX_RETRIES, help="Retries on 429 / 5xx / connection errors.").tag(config=True)
 
     @validate("default_connection")
     def _check_connection(self, proposal: Any) -> Any:
@@ -469,6 +471,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     cleanup = getattr(ipython, "input_transformers_cleanup", None)
     if cleanup is not None and _keep_question_marks in cleanup:
         cleanup.remove(_keep_question_marks)
-    prompting = sys.modules.get("foundry_magics.prompting")
+    prompting = sys.modules.get("foundry_magics.notebook.prompting")
     if prompting is not None:
         prompting.reset()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from foundry_magics.connections import session
+from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
 from foundry_magics.rest.client import CallRecord, FoundryClient, Stream
 from foundry_magics.connections.connection import Connection
 from foundry_magics.notebook.conversations import Conversations
@@ -46,8 +47,8 @@ class Settings:
     concurrency: int | None = None
     cache: bool = True
     history: bool = True
-    timeout: float = 60.0
-    max_retries: int = 6
+    timeout: float = TIMEOUT
+    max_retries: int = MAX_RETRIES
 
 
 @dataclass

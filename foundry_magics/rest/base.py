@@ -11,12 +11,14 @@ the text of a server-sent-events response into `Delta`s and, at the end, the `Re
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import httpx
 
@@ -24,6 +26,7 @@ from foundry_magics.connections.connection import Connection
 from foundry_magics.defaults import (
     CONNECT_TIMEOUT,
     DEFAULT_EMBEDDING_MODEL,
+    EMBED_BATCH,
     EMULATOR_MODEL,
     MAX_RETRIES,
     MIN_DEADLINE,
@@ -355,6 +358,29 @@ class BaseClient:
 
     # ------------------------------------------------------------------ bookkeeping
 
+    @contextlib.contextmanager
+    def _recording(self, op: str, body: dict[str, Any]) -> Iterator["_Outcome"]:
+        """Around one call (or one stream): on_record gets the reply, the error, or "interrupted"."""
+        out = _Outcome(time.perf_counter())
+        try:
+            yield out
+        except FoundryError as exc:
+            self._record(op, body, None, time.perf_counter() - out.t0, exc)
+            raise
+        except (GeneratorExit, KeyboardInterrupt, asyncio.CancelledError):
+            self._record(op, body, None, time.perf_counter() - out.t0, interrupted=True)
+            raise
+        self._record(op, body, out.reply, time.perf_counter() - out.t0)
+
+    def _embed_requests(self, texts: Iterable[str] | str, model: str | None,
+                        dimensions: int | None) -> Iterator[tuple[Route, dict[str, Any], int]]:
+        """The embeddings requests for `texts`, EMBED_BATCH inputs each: (route, body, inputs)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        route, model = self.build_embed(items, model, dimensions)
+        for start in range(0, len(items), EMBED_BATCH):
+            batch = items[start : start + EMBED_BATCH]
+            yield route, embed_body(route, model, batch, dimensions), len(batch)
+
     def _record(self, op: str, body: dict[str, Any], reply: Reply | None, latency: float,
                 error: BaseException | None = None, interrupted: bool = False) -> None:
         if self.on_record is None:
@@ -378,6 +404,12 @@ class BaseClient:
         if log.isEnabledFor(logging.DEBUG):
             redacted = {**self._headers, **self.auth.describe()}  # type: ignore[attr-defined]
             log.debug("%s %s attempt=%d headers=%s", route.method, route.url, attempt, redacted)
+
+
+@dataclass
+class _Outcome:
+    t0: float
+    reply: Reply | None = None
 
 
 def embed_body(route: Route, model: str | None, batch: list[str], dimensions: int | None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import httpx
 from foundry_magics.connections.connection import Connection
 from foundry_magics.defaults import EMBED_BATCH, MAX_RETRIES, TIMEOUT
 from foundry_magics.errors import ConnectionFailed, FoundryError, FoundryTimeoutError
-from foundry_magics.rest.base import BaseClient, CallRecord, embed_body, text_decoder, transport_error
+from foundry_magics.rest.base import BaseClient, CallRecord, text_decoder, transport_error
 from foundry_magics.rest.http import async_session
 from foundry_magics.rest.models import Delta, Reply
 from foundry_magics.rest.retry import RetryPolicy
@@ -43,10 +43,10 @@ def _whole(reply: Reply) -> Delta:
 # ====================================================================== synchronous
 
 
-class Stream:
-    """Iterate for `Delta`s. `.text` is the text so far; `.reply` the Reply once finished."""
+class _Streamed:
+    """What both stream classes hold: the deltas' source, the text so far, the Reply at the end."""
 
-    def __init__(self, start: Callable[["Stream"], Iterator[Delta]]) -> None:
+    def __init__(self, start: Callable[[Any], Any]) -> None:
         self._deltas = start(self)
         self.reply: Reply | None = None
         self.parts: list[str] = []
@@ -54,6 +54,10 @@ class Stream:
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+
+class Stream(_Streamed):
+    """Iterate for `Delta`s. `.text` is the text so far; `.reply` the Reply once finished."""
 
     def __iter__(self) -> Iterator[Delta]:
         for d in self._deltas:
@@ -118,13 +122,10 @@ class FoundryClient(BaseClient):
     def embed(self, texts: Iterable[str] | str, *, model: str | None = None,
               dimensions: int | None = None) -> list[list[float]]:
         """Embeddings in input order, batched at EMBED_BATCH (2048) inputs per request."""
-        items = [texts] if isinstance(texts, str) else list(texts)
-        route, model = self.build_embed(items, model, dimensions)
         out: list[list[float]] = []
-        for start in range(0, len(items), EMBED_BATCH):
-            batch = items[start : start + EMBED_BATCH]
-            _, data = self._send(route, embed_body(route, model, batch, dimensions))
-            out.extend(self._embeddings(data, len(batch)))
+        for route, body, n in self._embed_requests(texts, model, dimensions):
+            _, data = self._send(route, body)
+            out.extend(self._embeddings(data, n))
         return out
 
     def models(self) -> list[str]:
@@ -137,15 +138,10 @@ class FoundryClient(BaseClient):
     def _call(self, op: str, route: Route, body: dict[str, Any], stream: bool) -> Reply | Stream:
         if stream:
             return Stream(lambda sink: self._stream(route, body, op, sink))
-        t0 = time.perf_counter()
-        try:
+        with self._recording(op, body) as call:
             resp, data = self._send(route, body)
-            reply = self._reply(op, data, resp, t0)
-        except FoundryError as exc:
-            self._record(op, body, None, time.perf_counter() - t0, exc)
-            raise
-        self._record(op, body, reply, reply.latency or 0.0)
-        return reply
+            call.reply = self._reply(op, data, resp, call.t0)
+        return call.reply
 
     def _send(self, route: Route, body: dict[str, Any] | None, *, stream: bool = False) -> tuple[httpx.Response, Any]:
         """One request with retries. With stream=True a 2xx comes back unread (the caller closes it)."""
@@ -187,15 +183,14 @@ class FoundryClient(BaseClient):
         return b"".join(chunks)
 
     def _stream(self, route: Route, body: dict[str, Any], op: str, sink: Stream) -> Iterator[Delta]:
-        t0 = time.perf_counter()
         reader = self._reader(op)
-        reply: Reply | None = None
-        try:
+        with self._recording(op, body) as call:
             resp, _ = self._send(route, body, stream=True)
             try:
                 if "event-stream" not in resp.headers.get("content-type", ""):
-                    reply = self._reply(op, self._body(resp, self._read(resp, self._policy(), route)), resp, t0)
-                    yield _whole(reply)
+                    call.reply = self._reply(op, self._body(resp, self._read(resp, self._policy(), route)), resp,
+                                             call.t0)
+                    yield _whole(call.reply)
                 else:
                     try:
                         for chunk in resp.iter_text():
@@ -205,33 +200,17 @@ class FoundryClient(BaseClient):
                         yield from reader.end()
                     except _HTTPX_FAILURES as exc:
                         raise reader.cut(exc) from None
-                    reply = reader.reply(resp, t0)
+                    call.reply = reader.reply(resp, call.t0)
             finally:
                 resp.close()
-        except GeneratorExit:
-            self._record(op, body, None, time.perf_counter() - t0, interrupted=True)
-            raise
-        except FoundryError as exc:
-            self._record(op, body, None, time.perf_counter() - t0, exc)
-            raise
-        sink.reply = reply
-        self._record(op, body, reply, time.perf_counter() - t0)
+            sink.reply = call.reply
 
 
 # ====================================================================== asynchronous
 
 
-class AsyncStream:
+class AsyncStream(_Streamed):
     """`async for delta in stream`; `.text` so far; `.reply` once finished."""
-
-    def __init__(self, start: Callable[["AsyncStream"], AsyncIterator[Delta]]) -> None:
-        self._deltas = start(self)
-        self.reply: Reply | None = None
-        self.parts: list[str] = []
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         async for d in self._deltas:
@@ -300,13 +279,10 @@ class AsyncFoundryClient(BaseClient):
 
     async def embed(self, texts: Iterable[str] | str, *, model: str | None = None,
                     dimensions: int | None = None) -> list[list[float]]:
-        items = [texts] if isinstance(texts, str) else list(texts)
-        route, model = self.build_embed(items, model, dimensions)
         out: list[list[float]] = []
-        for start in range(0, len(items), EMBED_BATCH):
-            batch = items[start : start + EMBED_BATCH]
-            _, data = await self._send(route, embed_body(route, model, batch, dimensions))
-            out.extend(self._embeddings(data, len(batch)))
+        for route, body, n in self._embed_requests(texts, model, dimensions):
+            _, data = await self._send(route, body)
+            out.extend(self._embeddings(data, n))
         return out
 
     async def models(self) -> list[str]:
@@ -318,15 +294,10 @@ class AsyncFoundryClient(BaseClient):
     async def _call(self, op: str, route: Route, body: dict[str, Any], stream: bool) -> Reply | AsyncStream:
         if stream:
             return AsyncStream(lambda sink: self._stream(route, body, op, sink))
-        t0 = time.perf_counter()
-        try:
+        with self._recording(op, body) as call:
             resp, data = await self._send(route, body)
-            reply = self._reply(op, data, resp, t0)
-        except FoundryError as exc:
-            self._record(op, body, None, time.perf_counter() - t0, exc)
-            raise
-        self._record(op, body, reply, reply.latency or 0.0)
-        return reply
+            call.reply = self._reply(op, data, resp, call.t0)
+        return call.reply
 
     async def _send(self, route: Route, body: dict[str, Any] | None, *, stream: bool = False) -> tuple[Any, Any]:
         policy = self._policy()
@@ -359,15 +330,14 @@ class AsyncFoundryClient(BaseClient):
         return b"".join(chunks)
 
     async def _stream(self, route: Route, body: dict[str, Any], op: str, sink: AsyncStream) -> AsyncIterator[Delta]:
-        t0 = time.perf_counter()
         reader = self._reader(op)
-        reply: Reply | None = None
-        try:
+        with self._recording(op, body) as call:
             resp, _ = await self._send(route, body, stream=True)
             try:
                 if "event-stream" not in resp.headers.get("content-type", ""):
-                    reply = self._reply(op, self._body(resp, await self._read(resp, self._policy(), route)), resp, t0)
-                    yield _whole(reply)
+                    call.reply = self._reply(op, self._body(resp, await self._read(resp, self._policy(), route)),
+                                             resp, call.t0)
+                    yield _whole(call.reply)
                 else:
                     decode = text_decoder(resp).decode
                     try:
@@ -381,14 +351,7 @@ class AsyncFoundryClient(BaseClient):
                                 yield d
                     except _CUT as exc:
                         raise reader.cut(exc) from None
-                    reply = reader.reply(resp, t0)
+                    call.reply = reader.reply(resp, call.t0)
             finally:
                 await resp.aclose()
-        except (GeneratorExit, asyncio.CancelledError):
-            self._record(op, body, None, time.perf_counter() - t0, interrupted=True)
-            raise
-        except FoundryError as exc:
-            self._record(op, body, None, time.perf_counter() - t0, exc)
-            raise
-        sink.reply = reply
-        self._record(op, body, reply, time.perf_counter() - t0)
+            sink.reply = call.reply

@@ -182,12 +182,8 @@ def async_session(auth: Any, headers: Mapping[str, str], *, transport: httpx.Asy
     return AiohttpSession(auth, headers, max_connections)
 
 
-_ssl: Any = None
-
-
+@functools.lru_cache(maxsize=1)
 def _ssl_context() -> Any:
-    """httpx's default context, shared by every aiohttp pool (building one costs ~20 ms)."""
-    global _ssl
-    if _ssl is None:
-        _ssl = httpx.create_ssl_context()
-    return _ssl
+    """httpx's default context (certifi, or SSL_CERT_FILE / SSL_CERT_DIR), shared by every
+    aiohttp pool: building one costs ~20 ms."""
+    return httpx.create_ssl_context()

@@ -295,17 +295,17 @@ def test_tls_trusts_the_same_store_as_the_sync_client(tmp_path, monkeypatch):
         srv = ScriptedServer(lambda req, n: [chat(b"secure")], ssl_ctx=server_ctx)
         port = await srv.start()
         try:
-            monkeypatch.setattr(rest_http, "_ssl", None)
+            rest_http._ssl_context.cache_clear()
             async with AsyncFoundryClient(conn_for(port, "https"), max_retries=0) as c:
                 with pytest.raises(ConnectionFailed):  # a self-signed certificate is not trusted...
                     await c.chat("x")
             monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # ...unless the store says so (as for httpx)
-            monkeypatch.setattr(rest_http, "_ssl", None)
+            rest_http._ssl_context.cache_clear()
             async with AsyncFoundryClient(conn_for(port, "https")) as c:
                 texts = [(await c.chat("x")).text, (await c.chat("y")).text]
         finally:
             await srv.stop()
-            monkeypatch.setattr(rest_http, "_ssl", None)
+            rest_http._ssl_context.cache_clear()
         return texts, srv.connections
 
     texts, conns = run(main())
