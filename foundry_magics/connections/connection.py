@@ -194,6 +194,13 @@ class Connection:
             changes["key_header"] = normalize_key_header(changes["key_header"])
         return dataclasses.replace(self, **changes)
 
+    def with_key_env(self) -> "Connection":
+        """Key auth names the variable its key is read from (the kind's usual one when none is
+        given), so a saved entry says where the key comes from once a pasted one is gone."""
+        if self.auth == "key" and not self.api_key_env and DEFAULT_KEY_ENV.get(self.kind):
+            return self.replace(api_key_env=DEFAULT_KEY_ENV[self.kind])
+        return self
+
     # ------------------------------------------------------------------ derived facts
 
     @property

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from foundry_magics.connections.connection import DEFAULT_KEY_ENV, Connection
+from foundry_magics.connections.connection import Connection
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.defaults import home
 
@@ -176,10 +176,7 @@ class Registry:
         """Add or replace `name`. A key held in memory is not written: the entry records
         `key_prompt = true` and the key stays in this process only (foundry_magics.keys)."""
         check_name(name)
-        saved = conn.replace(name=name, source="registry")
-        if saved.auth == "key" and not saved.api_key_env and DEFAULT_KEY_ENV.get(saved.kind):
-            # Written explicitly, so the file says where the key will be read from next time.
-            saved = saved.replace(api_key_env=DEFAULT_KEY_ENV[saved.kind])
+        saved = conn.replace(name=name, source="registry").with_key_env()
         if key_prompt is None:
             key_prompt = conn.auth == "key" and conn.api_key is not None
         if conn.auth == "key" and conn.api_key is not None:

@@ -31,7 +31,7 @@ from traitlets import Unicode
 
 from foundry_magics.connections import keys
 from foundry_magics.connections import session
-from foundry_magics.connections.connection import DEFAULT_KEY_ENV, Connection, Secret
+from foundry_magics.connections.connection import Connection, Secret
 from foundry_magics.errors import ConfigurationError, FoundryError
 from foundry_magics.rest.probe import ProbeResult, probe
 from foundry_magics.connections.registry import Registry, registry_path, save_connection
@@ -172,10 +172,7 @@ class ConnectionPicker(w.VBox):
             conn = base.replace(source="picker", **fields)
         else:
             conn = Connection.from_url(endpoint, source="picker", **{k: v for k, v in fields.items() if v is not None})
-        if conn.auth == "key" and not conn.api_key_env and DEFAULT_KEY_ENV.get(conn.kind):
-            # As the registry saves it: where the key is read from once the pasted one is gone.
-            conn = conn.replace(api_key_env=DEFAULT_KEY_ENV[conn.kind])
-        return conn
+        return conn.with_key_env()  # as the registry saves it
 
     def _fill(self, conn: Connection | None) -> None:
         """Show `conn` in the form (None: an empty form)."""
