@@ -43,7 +43,8 @@ _STREAM = textwrap.dedent("""
     os.environ["FOUNDRY_MAGICS_HOME"] = tempfile.mkdtemp()
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.utils.capture import capture_output
-    from foundry_magics import prompting, render
+    from foundry_magics.notebook import prompting
+    from foundry_magics.notebook import render
     from foundry_magics.emulator import Emulator
 
     first = {}

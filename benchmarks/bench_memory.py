@@ -35,7 +35,7 @@ _COMMON = textwrap.dedent("""
 """ % ROOT)
 
 FILL = _COMMON + textwrap.dedent("""
-    from foundry_magics.client import FoundryClient
+    from foundry_magics.rest.client import FoundryClient
     from foundry_magics.connections import Connection
     from foundry_magics.store.cache import CachedReply, ResponseCache, request_key, route_identity
     conn = Connection.from_url(sys.argv[1] + "/openai/v1", kind="emulator", auth="none", model="gpt-4o-mini")

@@ -1,6 +1,6 @@
 """The benchmark harness: every benchmarks/bench_*.py, one table, JSON in benchmarks/results/.
 
-    python benchmarks/run.py --quick          # about a minute and a half
+    python benchmarks/run.py --quick          # about two minutes on 2 cores
     python benchmarks/run.py                  # the full figures of DESIGN.md's targets
     python benchmarks/run.py --only throughput,dedup
 
@@ -107,7 +107,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, about a minute and a half")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, about two minutes on 2 cores")
     ap.add_argument("--only", default="", help="comma-separated bench names (throughput, ratelimit, ...)")
     ap.add_argument("--json", default=str(HERE / "results" / "latest.json"), help="where to write the results")
     args = ap.parse_args(argv)
