@@ -7,7 +7,8 @@
 
 Or from a shell: ``python -m foundry_magics.emulator --port 8000``.
 
-Importing this module is cheap (stdlib only); the server is loaded on ``start()``.
+Importing this module is cheap (stdlib only); the server (on aiohttp) is loaded on ``start()``.
+The options, with their defaults, are listed once, in ``options.py``.
 Every reply is marked: header ``x-foundry-emulator: 1``, text starting ``[emulated] ``.
 """
 
@@ -22,10 +23,11 @@ from typing import Any
 
 __all__ = ["Emulator", "start", "stop", "status", "url"]
 
-_RUNTIME = ("latency", "token_delay", "rpm", "rpm_window", "tpm", "fail_rate", "fail_status", "cut_rate",
-            "stream_cut_rate", "malformed_rate", "wrong_content_type_rate", "slow_body", "fail_first",
-            "quota_block_seconds", "api_key", "bearer_tokens", "expired_tokens", "deployments", "strict_models",
-            "seed")
+
+def _runtime() -> tuple[str, ...]:
+    from .options import RUNTIME
+
+    return RUNTIME
 
 
 class Emulator:
@@ -39,18 +41,17 @@ class Emulator:
                  bearer_tokens=(), expired_tokens=(), deployments=None, strict_models: bool = False,
                  seed: int = 0, lifetime: float | None = None, process: bool = False,
                  allow_remote: bool = False) -> None:
+        given = dict(locals())  # the keywords, spelled out for editors and type checkers; tests/test_emulator.py
+        from .options import RUNTIME  # checks them (names and defaults) against the table in options.py
+
         self.host = host
         self.port = port
         self.lifetime = lifetime
         self.process = process
         self.allow_remote = allow_remote
-        self.options: dict[str, Any] = dict(
-            latency=latency, token_delay=token_delay, rpm=rpm, rpm_window=rpm_window, tpm=tpm,
-            fail_rate=fail_rate, fail_status=fail_status, cut_rate=cut_rate, stream_cut_rate=stream_cut_rate,
-            malformed_rate=malformed_rate, wrong_content_type_rate=wrong_content_type_rate, slow_body=slow_body,
-            fail_first=fail_first, quota_block_seconds=quota_block_seconds, api_key=api_key,
-            bearer_tokens=tuple(bearer_tokens or ()), expired_tokens=tuple(expired_tokens or ()),
-            deployments=deployments, strict_models=strict_models, seed=seed)
+        self.options: dict[str, Any] = {k: given[k] for k in RUNTIME}  # the app's options, from the table
+        self.options["bearer_tokens"] = tuple(bearer_tokens or ())
+        self.options["expired_tokens"] = tuple(expired_tokens or ())
         self._url: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -217,7 +218,7 @@ class Emulator:
             self._admin("POST", "reset", {})
 
     def configure(self, **options: Any) -> dict:
-        unknown = set(options) - set(_RUNTIME)
+        unknown = set(options) - set(_runtime())
         if unknown:
             raise TypeError(f"unknown or non-runtime emulator option(s): {', '.join(sorted(unknown))}")
         self.options.update(options)
@@ -264,17 +265,11 @@ class Emulator:
 
 
 def _check_host(host: str, allow_remote: bool) -> None:
-    import ipaddress
+    from .wire import is_loopback
 
-    if allow_remote or host in ("localhost", "localhost.localdomain"):
-        return
-    try:
-        if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ValueError(f"refusing to listen on non-loopback host {host!r}: the emulator accepts any credentials; "
-                     "pass allow_remote=True if you really mean it")
+    if not allow_remote and not is_loopback(host):
+        raise ValueError(f"refusing to listen on non-loopback host {host!r}: the emulator accepts any credentials; "
+                         "pass allow_remote=True if you really mean it")
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -313,7 +308,7 @@ def start(port: int = 0, **options: Any) -> str:
     global _embedded
     with _embedded_lock:
         if _embedded is not None and _embedded.url:
-            runtime = {k: v for k, v in options.items() if k in _RUNTIME}
+            runtime = {k: v for k, v in options.items() if k in _runtime()}
             if runtime:
                 _embedded.configure(**runtime)
             return _embedded.url

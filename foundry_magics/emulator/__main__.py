@@ -18,53 +18,43 @@ from typing import Any
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .options import OPTIONS, SERVER
+
     p = argparse.ArgumentParser(prog="foundry-emulator",
                                 description="Offline emulator of the Foundry / Azure OpenAI REST API.")
     a = p.add_argument
-    a("--host", default="127.0.0.1", help="bind address (loopback only unless --allow-remote)")
-    a("--port", type=int, default=0, help="port (0 = any free port, printed on the first line)")
+    a("--host", default=SERVER["host"], help="bind address (loopback only unless --allow-remote)")
+    a("--port", type=int, default=SERVER["port"], help="port (0 = any free port, printed on the first line)")
     a("--allow-remote", action="store_true", help="allow a non-loopback --host")
-    a("--latency", type=float, default=None, help="seconds before response headers")
-    a("--token-delay", type=float, default=None, help="seconds between streamed tokens")
-    a("--rpm", type=float, default=None, help="requests per minute (enforced per window)")
-    a("--rpm-window", type=float, default=None, help="rate-limit window in seconds (default 10)")
-    a("--tpm", type=float, default=None, help="tokens per minute (prompt chars/4 + max_tokens)")
-    a("--fail-rate", type=float, default=None)
-    a("--fail-status", type=int, default=None)
-    a("--fail-first", type=int, default=None, help="first N attempts of each distinct body fail")
-    a("--cut-rate", type=float, default=None, help="close connections without a response")
-    a("--stream-cut-rate", type=float, default=None)
-    a("--malformed-rate", type=float, default=None)
-    a("--wrong-content-type-rate", type=float, default=None)
-    a("--slow-body", type=float, default=None, help="trickle bodies over this many seconds")
-    a("--quota-block-seconds", type=float, default=None)
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--api-key", default=None, help="required key (visible in ps; prefer --api-key-env)")
-    g.add_argument("--api-key-env", default=None, metavar="VAR", help="read the required key from $VAR")
-    a("--bearer-token", action="append", default=None, dest="bearer_tokens", help="accepted Bearer token (repeat)")
-    a("--expired-token", action="append", default=None, dest="expired_tokens", help="expired Bearer token (repeat)")
-    a("--deployments", default=None, help="comma-separated deployment names")
-    a("--strict-models", action="store_true", default=None, help="unknown model/deployment -> 404")
-    a("--seed", type=int, default=None)
-    a("--lifetime", type=float, default=None, help="stop after this many seconds")
+    for o in OPTIONS:  # every runtime option; None = not given (the app's default, or what --config-stdin says)
+        if not o.runtime:
+            continue
+        flag = o.flag or "--" + o.name.replace("_", "-")
+        if o.name == "api_key":
+            g = p.add_mutually_exclusive_group()
+            g.add_argument(flag, default=None, help=o.help)
+            g.add_argument("--api-key-env", default=None, metavar="VAR", help="read the required key from $VAR")
+        elif o.kind == "tokens":
+            a(flag, action="append", default=None, dest=o.name, help=o.help)
+        elif o.kind == "bool":
+            a(flag, action="store_true", default=None, dest=o.name, help=o.help)
+        else:
+            conv = {"float": float, "float?": float, "int": int}.get(o.kind, str)
+            a(flag, type=conv, default=None, dest=o.name, help=o.help)
+    a("--lifetime", type=float, default=SERVER["lifetime"], help="stop after this many seconds")
     a("--config-stdin", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
-_SIMPLE = ("latency", "token_delay", "rpm", "rpm_window", "tpm", "fail_rate", "fail_status", "fail_first",
-           "cut_rate", "stream_cut_rate", "malformed_rate", "wrong_content_type_rate", "slow_body",
-           "quota_block_seconds", "bearer_tokens", "expired_tokens", "deployments", "strict_models", "seed")
-
-
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from .options import RUNTIME
+
     opts: dict[str, Any] = {}
-    for k in _SIMPLE:
+    for k in RUNTIME:
         v = getattr(args, k)
         if v is not None:
             opts[k] = v
-    if args.api_key is not None:
-        opts["api_key"] = args.api_key
-    elif args.api_key_env:
+    if args.api_key is None and args.api_key_env:
         key = os.environ.get(args.api_key_env)
         if not key:
             raise SystemExit(f"foundry-emulator: environment variable {args.api_key_env} is empty or unset")
@@ -94,8 +84,9 @@ async def serve(options: dict[str, Any], host: str, port: int, *, lifetime: floa
         loop.call_later(lifetime, done.set)
     if watch_stdin:
         def watch() -> None:
-            try:
-                while sys.stdin.buffer.read(65536):
+            try:  # os.read, not sys.stdin: a daemon thread blocked in a buffered read holds its lock, and
+                fd = sys.stdin.fileno()  # the interpreter aborts at exit (/_emulator/shutdown) waiting for it
+                while os.read(fd, 65536):
                     pass
             except (OSError, ValueError):
                 pass

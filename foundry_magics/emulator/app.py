@@ -13,21 +13,17 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import brain, jobs, shapes
+from .options import DEFAULTS
+from .options import coerce as coerce_options
 from .faults import Faults, RateLimiter, retry_headers
 from .jobs import JSON_CT, Fail, err
 from .routes import API_VERSION, OPNAMES, POST_OPS, Route, normalize_deployments, resolve
-from .server import Reply, Request
+from .wire import Reply, Request
 
 SSE_HEADERS = [("content-type", "text/event-stream"), ("cache-control", "no-cache")]
 CONTEXT_WINDOW = 128_000
 
-DEFAULTS: dict[str, Any] = dict(
-    latency=0.0, token_delay=0.0, rpm=None, rpm_window=10.0, tpm=None, fail_rate=0.0, fail_status=500,
-    cut_rate=0.0, stream_cut_rate=0.0, malformed_rate=0.0, wrong_content_type_rate=0.0, slow_body=0.0,
-    fail_first=0, quota_block_seconds=None, api_key=None, bearer_tokens=(), expired_tokens=(),
-    deployments=None, strict_models=False, seed=0, record_requests=False,
-)
-OPTIONS = frozenset(DEFAULTS)
+OPTIONS = frozenset(DEFAULTS)  # the table in options.py
 
 
 class App:
@@ -51,18 +47,8 @@ class App:
         unknown = set(options) - OPTIONS
         if unknown:
             raise TypeError(f"unknown emulator option(s): {', '.join(sorted(unknown))}")
-        for k in ("bearer_tokens", "expired_tokens"):
-            if k in options:
-                v = options[k]
-                options[k] = tuple([v] if isinstance(v, str) else (v or ()))
-        for k in ("latency", "token_delay", "fail_rate", "cut_rate", "stream_cut_rate", "malformed_rate",
-                  "wrong_content_type_rate", "slow_body", "rpm_window"):
-            if k in options:
-                options[k] = float(options[k] or 0.0)
-        self.opts.update(options)
+        self.opts.update(coerce_options(options))
         o = self.opts
-        o["fail_first"] = int(o["fail_first"] or 0)
-        o["fail_status"] = int(o["fail_status"] or 500)
         self.deployments = normalize_deployments(o["deployments"])
         self.dep_names = {d["name"]: d for d in self.deployments}
         self.keys = {o["api_key"]} if o["api_key"] else set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import shapes
-from .server import Reply
+from .wire import Reply
 
 JSON_CT = ("content-type", "application/json")
 MAX_EMBED_INPUTS = 2048

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from http import HTTPStatus
 from typing import Any
 
 from . import brain
+from .wire import uuid4_hex
 
 FINGERPRINT = "foundry-emulator"
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -35,7 +35,7 @@ _J_COMPLETION_HIT = _dumps(COMPLETION_FILTER_HIT)
 
 
 def new_id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
+    return prefix + uuid4_hex()
 
 
 # --------------------------------------------------------------------------- errors
@@ -103,21 +103,27 @@ def context_length_body(limit: int, got: int, param: str = "messages") -> bytes:
 
 # --------------------------------------------------------------------------- chat completions
 
+def _template(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+# a chat.completion is the same JSON every time but for a few values: format those into the rest,
+# encoded once (the bytes are exactly _dumps() of the object; tests/test_emulator.py checks)
+_CHAT_COMPLETION = (
+    '{"id":"%s","object":"chat.completion","created":%d,"model":%s,"system_fingerprint":'
+    + _template(_dumps(FINGERPRINT))
+    + ',"choices":[{"index":0,"finish_reason":%s,"logprobs":null,"message":{"role":"assistant","content":%s,'
+    '"refusal":null,"annotations":[]},"content_filter_results":%s}],"usage":{"prompt_tokens":%d,'
+    '"completion_tokens":%d,"total_tokens":%d,"prompt_tokens_details":{"cached_tokens":0},'
+    '"completion_tokens_details":{"reasoning_tokens":0}},"prompt_filter_results":'
+    + _template(_J_PROMPT_FILTER_RESULTS) + "}")
+
+
 def chat_completion(model: str, content: str, finish: str, usage: tuple[int, int], *, filtered: bool = False) -> bytes:
     p, c = usage
-    return _dumps({
-        "id": new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
-        "system_fingerprint": FINGERPRINT,
-        "choices": [{
-            "index": 0, "finish_reason": finish, "logprobs": None,
-            "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
-            "content_filter_results": COMPLETION_FILTER_HIT if filtered else COMPLETION_FILTER_OK,
-        }],
-        "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
-                  "prompt_tokens_details": {"cached_tokens": 0},
-                  "completion_tokens_details": {"reasoning_tokens": 0}},
-        "prompt_filter_results": PROMPT_FILTER_RESULTS,
-    }).encode()
+    return (_CHAT_COMPLETION % (
+        new_id("chatcmpl-"), int(time.time()), _dumps(model), _dumps(finish), _dumps(content),
+        _J_COMPLETION_HIT if filtered else _J_COMPLETION_OK, p, c, p + c)).encode()
 
 
 def chat_chunks(model: str, toks: list[str], finish: str, usage: tuple[int, int] | None, *,

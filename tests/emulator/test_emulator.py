@@ -304,6 +304,36 @@ def test_bad_bodies(client):
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
 
 
+def test_chat_completion_bytes_are_the_json_of_the_object(monkeypatch):
+    """shapes.chat_completion formats a few values into a pre-encoded template: the same bytes as
+    encoding the whole object."""
+    from types import SimpleNamespace
+
+    from foundry_magics.emulator import shapes
+
+    monkeypatch.setattr(shapes, "new_id", lambda prefix: prefix + "0123456789abcdef" * 2)
+    monkeypatch.setattr(shapes, "time", SimpleNamespace(time=lambda: 1_700_000_000.7))
+    for model, content, finish, usage, filtered in [
+            ("gpt-4o-mini", "[emulated] Hello!", "stop", (10, 20), False),
+            ('we"ird\\model %s', 'quotes " \\ \n tabs\t, unicode é 日本, %d %s %%', "length", (1, 0), True),
+            ("m", "", "content_filter", (123456, 7), True)]:
+        p, c = usage
+        want = shapes._dumps({
+            "id": "chatcmpl-" + "0123456789abcdef" * 2, "object": "chat.completion", "created": 1_700_000_000,
+            "model": model, "system_fingerprint": shapes.FINGERPRINT,
+            "choices": [{
+                "index": 0, "finish_reason": finish, "logprobs": None,
+                "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                "content_filter_results": shapes.COMPLETION_FILTER_HIT if filtered else shapes.COMPLETION_FILTER_OK,
+            }],
+            "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+                      "prompt_tokens_details": {"cached_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0}},
+            "prompt_filter_results": shapes.PROMPT_FILTER_RESULTS,
+        }).encode()
+        assert shapes.chat_completion(model, content, finish, usage, filtered=filtered) == want
+
+
 def test_chat_stream_azure_quirks_in_order(client):
     body = chat_body(stream=True, stream_options={"include_usage": True})
     r = client.post(CHAT, json=body)
@@ -634,6 +664,58 @@ def test_directive_stream_cut(client):
         client.post(CHAT, json=chat_body("cut me #emulator:stream_cut"))
 
 
+
+def _raw_exchange(url: str, request: bytes) -> bytes:
+    """Send one raw request; read until the server closes the connection."""
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(request)
+        got = b""
+        while True:
+            part = s.recv(65536)
+            if not part:
+                return got
+            got += part
+
+
+def test_cut_stream_is_an_error_for_httpx_not_a_clean_end():
+    body = chat_body("Tell me about rivers and the sea.", stream=True)
+    with Emulator(lifetime=30, stream_cut_rate=1.0) as e:
+        got = []
+        with open_client(e) as c, pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            with c.stream("POST", CHAT, json=body) as r:
+                assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
+                for text in r.iter_text():
+                    got.append(text)
+        assert '"delta":{"content":' in "".join(got) and "[DONE]" not in "".join(got)
+
+        async def read_async():
+            async with httpx.AsyncClient(base_url=e.url, timeout=10, trust_env=False) as c:
+                async with c.stream("POST", CHAT, json=body) as r:
+                    async for _ in r.aiter_bytes():
+                        pass
+
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            asyncio.run(read_async())
+        # on the wire: the head and some chunks, then the connection ends without the terminating chunk
+        data = json.dumps(body).encode()
+        raw = _raw_exchange(e.url, (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                                    f"content-length: {len(data)}\r\n\r\n").encode() + data)
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+        assert rest.endswith(b"\r\n") and b"data: " in rest and not rest.endswith(b"0\r\n\r\n")
+
+
+def test_cut_plain_body_is_shorter_than_its_content_length(emu):
+    data = json.dumps(chat_body("half of it #emulator:stream_cut")).encode()
+    raw = _raw_exchange(emu.url, (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\napi-key: {KEY}\r\n"
+                                  f"content-length: {len(data)}\r\n\r\n").encode() + data)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(
+        b"content-length:")))
+    assert head.startswith(b"HTTP/1.1 200") and 0 < len(rest) == length // 2
+
+
 # ------------------------------------------------------------------ rate limits & quota
 
 def test_rpm_window_429():
@@ -831,6 +913,42 @@ def test_bad_http_is_answered_and_closed(emu):
     assert got.startswith(b"HTTP/1.1 400")
 
 
+
+def test_body_too_large_is_a_json_413(emu):
+    head = f"POST {CHAT} HTTP/1.1\r\nHost: x\r\napi-key: {KEY}\r\ncontent-length: {65 * 1024 * 1024}\r\n\r\n"
+    raw = _raw_exchange(emu.url, head.encode() + b"{" * 1000)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413") and b"x-foundry-emulator: 1" in head
+    assert json.loads(rest)["error"] == {"code": "413", "message": "Request body too large"}
+
+
+def test_expect_100_continue(emu):
+    body = json.dumps(chat_body("expecting")).encode()
+    host, port = emu.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall((f"POST {CHAT} HTTP/1.1\r\nHost: x\r\napi-key: {KEY}\r\nexpect: 100-continue\r\n"
+                   f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode())
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")  # before any of the body is sent
+        s.sendall(body)
+        got = b""
+        while part := s.recv(65536):
+            got += part
+    assert got.startswith(b"HTTP/1.1 200") and b"expecting" in got
+
+
+def test_handler_bug_is_a_json_500():
+    with Emulator(lifetime=30) as e, open_client(e) as c:
+        def boom(req):
+            raise KeyError("oops")
+
+        e._app.handle = boom
+        r = c.get("/openai/v1/models")
+        assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+        assert r.json() == {"error": {"code": "InternalServerError", "message": "emulator bug: KeyError"}}
+        assert_marked(r)
+        assert r.headers["x-request-id"] == r.headers["apim-request-id"] and "date" in r.headers
+
+
 def test_refuses_non_loopback_host():
     with pytest.raises(ValueError, match="non-loopback"):
         Emulator(host="0.0.0.0").start()
@@ -878,6 +996,54 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
+
+# ------------------------------------------------------------------ the options table
+
+def test_one_table_of_options():
+    import inspect
+
+    from foundry_magics.emulator import options
+    from foundry_magics.emulator.__main__ import build_parser, options_from_args
+    from foundry_magics.emulator.app import OPTIONS as APP_OPTIONS, App
+
+    table = {o.name: o for o in options.OPTIONS}
+    assert len(table) == len(options.OPTIONS) and set(options.RUNTIME) <= set(table)
+    # Emulator(...): the runtime options and the server settings, with the table's defaults
+    params = {k: p.default for k, p in inspect.signature(Emulator.__init__).parameters.items() if k != "self"}
+    assert set(params) == set(options.RUNTIME) | set(options.SERVER) | {"process"}
+    assert {k: params[k] for k in options.RUNTIME} == {k: table[k].default for k in options.RUNTIME}
+    assert {k: params[k] for k in options.SERVER} == options.SERVER
+    assert set(Emulator().options) == set(options.RUNTIME)
+    with pytest.raises(TypeError):
+        Emulator().configure(record_requests=True)  # in the table, but not a runtime option
+    # the app: exactly the table, starting from its defaults
+    assert APP_OPTIONS == set(table) and App().opts == {k: o.default for k, o in table.items()}
+    # the CLI: one flag per runtime option (plus the server settings), parsed to the option's kind
+    parser = build_parser()
+    assert set(vars(parser.parse_args([]))) == set(options.RUNTIME) | set(options.SERVER) | {"api_key_env",
+                                                                                              "config_stdin"}
+    argv, want = [], {}
+    samples = {"float": ("0.5", 0.5), "float?": ("7", 7.0), "int": ("3", 3), "str?": ("k", "k"),
+               "deployments": ("a,b", "a,b")}
+    for o in options.OPTIONS:
+        if not o.runtime:
+            continue
+        flag = o.flag or "--" + o.name.replace("_", "-")
+        if o.kind == "bool":
+            argv.append(flag)
+            want[o.name] = True
+        elif o.kind == "tokens":
+            argv += [flag, "t1", flag, "t2"]
+            want[o.name] = ["t1", "t2"]
+        else:
+            text, value = samples[o.kind]
+            argv += [flag, text]
+            want[o.name] = value
+    opts = options_from_args(parser.parse_args(argv))
+    assert opts == want and set(opts) == set(options.RUNTIME)
+    assert App(**opts).opts["bearer_tokens"] == ("t1", "t2")
+
+
 # ------------------------------------------------------------------ process mode
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM semantics")
@@ -922,6 +1088,18 @@ def test_process_mode():
         assert e.requests == []
         proc = e._proc
     assert e.url is None and proc.poll() is not None
+
+
+def test_admin_shutdown_ends_the_process_cleanly():
+    e = Emulator(process=True, lifetime=30)
+    try:
+        url = e.start()
+        r = httpx.post(url + "/_emulator/shutdown", timeout=10, trust_env=False)
+        assert r.status_code == 200 and r.json() == {"ok": True}
+        assert e._proc.wait(10) == 0  # not killed, not aborted at interpreter exit
+        assert e.url is None
+    finally:
+        e.stop()
 
 
 def test_async_clients_share_one_connection_each(emu):
