@@ -8,7 +8,6 @@ import shutil
 import ssl
 import subprocess
 
-import httpx
 import pytest
 
 from foundry_magics.connections import Connection
