@@ -1,4 +1,4 @@
-"""The `.foundry` accessors on pandas DataFrames and Series (a face: the work is in `frames`).
+"""The `.foundry` accessors on pandas DataFrames and Series (the work is in `frames.ops`).
 
     s   = df.foundry.prompt("Summarize: {text}")                    # Series on df.index
     out = df.foundry.prompt("...", schema={"label": str, "score": float})   # DataFrame

@@ -1,7 +1,9 @@
 """Prompts over DataFrame columns: templates, validation, NA, dedup, and results on the index.
 
-Core module: pandas and numpy are imported inside functions. The accessors
-(`foundry_magics.frames.accessor`) and `%%foundry --df` only call into here.
+What turns a frame into engine work and the engine's answers back into columns; the sending,
+dedup across runs, retries and the cache are the engine's. pandas and numpy are imported
+inside functions. The accessors (`foundry_magics.frames.accessor`) and `%%foundry --df` only
+call into here.
 
 How a run goes:
 1. the template is parsed (`{col}`, `{col:spec}`, `{}` for the Series form, `{{`/`}}` literal)

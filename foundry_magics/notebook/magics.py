@@ -1,5 +1,6 @@
-"""`%%foundry` and `%foundry`: parse, dispatch, display. The work lives in core modules
-(prompting, session, conversations, store.history); this module only wires them to IPython.
+"""`%%foundry` and `%foundry`: parse, dispatch, display. The work lives elsewhere (a cell's
+call in `prompting`, connections in `connections.session`, the log in `store.history`, the
+DataFrame runs in `frames`); this module only wires them to IPython.
 
 Loading is cheap: this module imports IPython and traitlets only (both already loaded in a
 kernel); httpx, pandas and the rest load on the first prompt.
