@@ -48,7 +48,8 @@ _EXPORTS = {
     "ContextLengthError": "errors",
     "ServerError": "errors",
 }
-_SUBMODULES = ("emulator", "errors")
+_SUBMODULES = ("emulator", "errors", "spark")
+_SUBMODULE_PATHS = {"spark": "frames.spark"}  # public name -> module, where they differ
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__", "load_ipython_extension", "unload_ipython_extension"])
 
@@ -59,7 +60,7 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".{_SUBMODULE_PATHS.get(name, name)}", __name__)
     raise AttributeError(f"module 'foundry_magics' has no attribute {name!r}")
 
 
@@ -82,6 +83,7 @@ def unload_ipython_extension(ipython: Any) -> None:
 if TYPE_CHECKING:  # pragma: no cover
     from foundry_magics import emulator
     from foundry_magics import errors
+    from foundry_magics.frames import spark
     from foundry_magics.rest.client import AsyncFoundryClient, AsyncStream, FoundryClient, Stream
     from foundry_magics.connections.connection import Connection, Secret
     from foundry_magics.errors import *  # noqa: F403

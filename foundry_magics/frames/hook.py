@@ -4,6 +4,9 @@
 if pandas is already imported the accessors are registered now; otherwise a small
 `sys.meta_path` finder waits for pandas' own import to finish, registers them, and removes
 itself. Nothing else is touched: every other import goes by untouched.
+
+PySpark gets the same treatment: `sdf.foundry` (frames.spark) is attached when `pyspark.sql`
+is (or gets) imported, by a second finder of the same kind; pyspark is never imported here.
 """
 
 from __future__ import annotations
@@ -28,12 +31,25 @@ def _register() -> None:
         logging.getLogger("foundry_magics").exception("could not register the .foundry pandas accessors")
 
 
+def _register_spark() -> None:
+    try:
+        from foundry_magics.frames.spark import register
+
+        register()
+    except Exception:  # never break the user's `import pyspark`
+        import logging
+
+        logging.getLogger("foundry_magics").exception("could not register the .foundry Spark accessor")
+
+
 class _PandasImportHook:
     """A meta path finder (importlib.abc.MetaPathFinder's protocol; the ABC costs ~9 ms to
     import) that finds nothing itself: it wraps pandas' loader so registration runs right after."""
 
+    name = "pandas"
+
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "pandas":
+        if fullname != self.name:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -50,8 +66,7 @@ class _PandasImportHook:
 
         def exec_and_register(module: Any) -> None:
             exec_module(module)
-            uninstall()
-            _register()
+            self.loaded()
 
         try:
             loader.exec_module = exec_and_register  # type: ignore[union-attr]  # this spec's own loader
@@ -59,8 +74,26 @@ class _PandasImportHook:
             return None
         return spec
 
+    def loaded(self) -> None:
+        uninstall()
+        _register()
+
+
+class _SparkImportHook(_PandasImportHook):
+    """The same, waiting for `pyspark.sql` (imported by any `import pyspark...`)."""
+
+    name = "pyspark.sql"
+
+    def loaded(self) -> None:
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        _register_spark()
+
 
 _hook = _PandasImportHook()
+_spark_hook = _SparkImportHook()
 
 
 def installed() -> bool:
@@ -68,8 +101,14 @@ def installed() -> bool:
 
 
 def install() -> None:
-    """Make `df.foundry` available: now if pandas is loaded, else as soon as it is."""
+    """Make `df.foundry` available: now if pandas is loaded, else as soon as it is (and
+    `sdf.foundry` likewise for pyspark)."""
     with _lock:
+        spark_sql = sys.modules.get("pyspark.sql")
+        if spark_sql is not None and hasattr(spark_sql, "DataFrame"):
+            _register_spark()
+        elif _spark_hook not in sys.meta_path:
+            sys.meta_path.insert(0, _spark_hook)
         pd = sys.modules.get("pandas")
         if pd is not None and hasattr(pd, "DataFrame"):
             _register()

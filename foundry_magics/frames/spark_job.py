@@ -1,0 +1,368 @@
+"""Building a Spark enrichment on the driver: every check before the job, the output schema,
+and the task that Spark ships to the executors (`frames.spark_task`).
+
+Nothing here starts a job: `build()` returns `sdf.mapInArrow(task, schema)`, a lazy
+DataFrame. What is checked first, so that a mistake is one readable error on the driver and
+never a failed job:
+
+* the template's columns against the Spark schema (the same rules and messages as pandas);
+* the request itself (model, schema, options), built once without a key;
+* the key: executors read it from the variable the connection names (or use Entra ID there);
+  a key that exists only in this process's memory is refused, with the fix;
+* the output columns (no clash with an input column).
+
+Why `mapInArrow` and not `mapInPandas`: the task needs pandas only for the few columns the
+template reads; every other column goes back to Spark as the very Arrow buffers it came in,
+so no type (decimals, timestamps with time zones, structs, maps, binary) is converted on the
+way, and pandas 3 with PySpark's pandas conversions is not on the path at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from foundry_magics.defaults import CONCURRENCY, EMBED_CONCURRENCY
+from foundry_magics.errors import ConfigurationError
+from foundry_magics.frames.spark_task import ERROR_COL, SCALARS, Output, PartitionTask, TaskSpec
+
+__all__ = ["build", "spark_type", "field_kind", "Cluster"]
+
+log = logging.getLogger("foundry_magics")
+
+
+# ====================================================================== the cluster, as the driver sees it
+
+
+@dataclass
+class Cluster:
+    """What the driver can know about where tasks run (less with Spark Connect)."""
+
+    local: bool | None  # a local[...] master: executors are this machine (None: unknown)
+    parallelism: int | None  # tasks that can run at once (sc.defaultParallelism)
+    executor_env: set[str] = field(default_factory=set)  # names of variables given by spark.executorEnv.*
+    redaction: str | None = None  # spark.redaction.regex, when set
+    jvm: Any = None  # local masters: the driver JVM, whose environment the Python workers inherit
+
+    @classmethod
+    def of(cls, spark: Any) -> "Cluster":
+        try:
+            sc = spark.sparkContext  # Spark Connect has none
+        except Exception:  # noqa: BLE001 - pyspark raises its own "not supported" error types
+            sc = None
+        # Only names and settings are kept: spark.executorEnv.* values may be keys.
+        if sc is None:
+            conf = _connect_conf(spark)
+            par = conf.get("spark.default.parallelism")
+            return cls(None, int(par) if par and par.isdigit() else None, _env_names(conf),
+                       conf.get("spark.redaction.regex"))
+        conf = dict(sc.getConf().getAll())
+        local = str(sc.master).startswith("local")
+        return cls(local, int(sc.defaultParallelism), set(sc.environment or {}) | _env_names(conf),
+                   conf.get("spark.redaction.regex"), sc._jvm if local else None)
+
+    def has_variable(self, var: str) -> bool | None:
+        """Will executors see `var`? True / False, or None when the driver cannot tell."""
+        if var in self.executor_env:
+            return True
+        if self.jvm is not None:  # local: workers get the JVM's environment (fixed when it started)
+            try:
+                return bool(self.jvm.System.getenv().containsKey(var))
+            except Exception:  # noqa: BLE001 - py4j trouble: fall back to not knowing
+                return None
+        return True if os.environ.get(var, "").strip() else None
+
+
+def _env_names(conf: dict[str, str]) -> set[str]:
+    return {k[len("spark.executorEnv."):] for k in conf if k.startswith("spark.executorEnv.")}
+
+
+def _connect_conf(spark: Any) -> dict[str, str]:
+    try:
+        got = spark.conf.getAll
+        return dict(got() if callable(got) else got)
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+# ====================================================================== types
+
+
+def field_kind(prop: Any) -> str:
+    """The column kind for one JSON Schema property (see spark_task.SCALARS)."""
+    if not isinstance(prop, dict):
+        return "json"
+    t = prop.get("type")
+    if isinstance(t, list):  # ["integer", "null"]
+        t = next((x for x in t if x != "null"), None)
+    if t in ("string", "integer", "number", "boolean"):
+        return {"string": "string", "integer": "long", "number": "double", "boolean": "boolean"}[t]
+    if t == "array":
+        item = field_kind(prop.get("items") or {"type": "string"})
+        return f"array<{item}>" if item in SCALARS else "json"
+    if "enum" in prop and all(isinstance(x, str) for x in prop["enum"]):
+        return "string"
+    return "json"
+
+
+def spark_type(kind: str) -> Any:
+    from pyspark.sql import types as T
+
+    if kind.startswith("array<"):
+        return T.ArrayType(spark_type(kind[6:-1]), True)
+    if kind == "vector":
+        return T.ArrayType(T.FloatType(), True)
+    return {"string": T.StringType(), "json": T.StringType(), "long": T.LongType(), "double": T.DoubleType(),
+            "boolean": T.BooleanType()}[kind]
+
+
+# ====================================================================== building the job
+
+
+def build(sdf: Any, *, label: str, template: str, column: str | None = None, output_col: str | None = None,
+          schema: Any = None, labels: Sequence[Any] | None = None, embed: bool = False,
+          system: str | None = None, model: str | None = None, connection: Any = None,
+          max_tokens: int | None = None, temperature: float | None = None, api: str | None = None,
+          concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+          cache: bool = True, parallelism: int | None = None, dimensions: int | None = None) -> Any:
+    """The lazy DataFrame: input columns, result column(s), foundry_error (see frames.spark)."""
+    from foundry_magics import engine
+    from foundry_magics.connections.session import connection_for
+    from foundry_magics.rest.schemas import to_json_schema
+
+    _check_frame(sdf)
+    if concurrency is None:  # embeddings: few requests of up to 2,048 texts each, as with pandas
+        concurrency = EMBED_CONCURRENCY if embed else CONCURRENCY
+    _check_number("concurrency", concurrency, integer=True)
+    _check_number("rpm", rpm)
+    _check_number("tpm", tpm)
+    _check_number("parallelism", parallelism, integer=True)
+    if not isinstance(cache, bool):
+        raise ConfigurationError(f"cache must be True or False, got {cache!r}.")
+    columns = list(sdf.columns)
+    used = _check_template(template, column, columns)
+
+    conn = connection_for(connection)
+    request = None
+    js = None
+    if not embed:
+        op = api or getattr(conn, "api", None) or "chat"
+        if op not in ("chat", "responses"):
+            raise ConfigurationError(f"Unknown API {op!r}.", hint="Use api='chat' or api='responses'.")
+        js = to_json_schema(schema) if schema is not None else None
+        request = engine.RequestSpec(op=op, system=system, model=model, schema=js, temperature=temperature,
+                                     max_tokens=max_tokens)
+    _probe(conn, request, model, dimensions)
+    outputs = _outputs(output_col, js, label, embed, labels is not None)
+    merge = _check_output_names(outputs, sdf)
+
+    cluster = Cluster.of(sdf.sparkSession)
+    _check_key(conn, cluster)
+    _check_reachable(conn, cluster)
+    slots = parallelism or cluster.parallelism
+    if (rpm or tpm) and not slots:
+        raise ConfigurationError(
+            "rpm/tpm are for the whole job, but this Spark session does not say how many tasks run at once.",
+            hint="Pass parallelism=N (the number of tasks that run at the same time, e.g. the executors' cores).")
+    spec = TaskSpec(
+        job=uuid.uuid4().hex, label=label, connection=conn.to_dict(), connection_name=conn.name,
+        template=template, column=column, columns=tuple(used), outputs=tuple(outputs), request=request,
+        labels=tuple(str(x) for x in labels) if labels is not None else None,
+        embed_model=model if embed else None, dimensions=dimensions, concurrency=int(concurrency),
+        rpm=rpm / slots if rpm else None, tpm=tpm / slots if tpm else None, cache=cache,
+        home=_cache_home(cluster), merge_error=merge,
+        error_prefix=(outputs[0].name if len(outputs) == 1 else label) if merge else None,
+    )
+    with warnings.catch_warnings():
+        # PySpark warns about pandas >= 3 when any pandas/Arrow UDF is made; this one converts
+        # nothing with PySpark's pandas code (Arrow in, Arrow out), so the warning is not ours to show.
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        return sdf.mapInArrow(PartitionTask(spec), _output_schema(sdf, outputs, merge))
+
+
+def _check_frame(sdf: Any) -> None:
+    cls = type(sdf)
+    if not (cls.__module__.startswith("pyspark.sql") and hasattr(sdf, "mapInArrow")):
+        raise ConfigurationError(f"Expected a Spark DataFrame, got {cls.__name__}.",
+                                 hint="For pandas use df.foundry.* (or frames.ops); for Spark, sdf.foundry.*.")
+
+
+def _check_number(name: str, value: Any, integer: bool = False) -> None:
+    if value is None:
+        return
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
+    if integer and not bad and int(value) != value:
+        bad = True
+    if bad:
+        raise ConfigurationError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}.",
+                                 hint=f"Pass {name}=N with N > 0, or leave it out.")
+
+
+def _check_template(template: str, column: str | None, columns: list[str]) -> list[str]:
+    """The columns the template reads; a missing one is the same error as with pandas."""
+    import pandas as pd
+
+    from foundry_magics.frames import ops
+
+    if column is not None:
+        if not isinstance(column, str) or column not in columns:
+            shown = ", ".join(repr(c) for c in columns[:20]) + (" ..." if len(columns) > 20 else "")
+            raise ConfigurationError(f"There is no column {column!r} in the Spark DataFrame.",
+                                     hint=f"Columns: {shown}.")
+        ops._plan(pd.Series([], dtype=object, name=column), template, None)
+        return [column]
+    ops._plan(pd.DataFrame(columns=columns), template, None)
+    return list(ops.parse_template(template).names)
+
+
+def _probe(conn: Any, request: Any, model: str | None, dimensions: int | None) -> None:
+    """Build one request, without a key (the key is the executors'): model, schema, options."""
+    from foundry_magics.rest.base import BaseClient
+
+    keyless = BaseClient(conn.replace(auth="none", api_key=None))
+    if request is None:
+        keyless.build_embed(["probe"], model, dimensions)
+    else:
+        keyless.build(request.op, "probe", **request.options())
+
+
+def _outputs(output_col: str | None, js: Any, label: str, embed: bool, classify: bool) -> list[Output]:
+    if output_col is not None and (not isinstance(output_col, str) or not output_col.strip()):
+        raise ConfigurationError(f"output_col must be a column name, got {output_col!r}.")
+    if embed:
+        return [Output(output_col or "vector", "vector")]
+    if js is None or classify:
+        return [Output(output_col or _DEFAULT_OUT.get(label, "reply"), "string")]
+    props = js.get("properties") or {}
+    if not props:
+        raise ConfigurationError("The schema has no fields.", hint='Give at least one field, e.g. {"label": str}.')
+    out = []
+    for name, prop in props.items():
+        col = name if output_col is None else (output_col if len(props) == 1 else f"{output_col}_{name}")
+        out.append(Output(col, field_kind(prop), field=name))
+    return out
+
+
+_DEFAULT_OUT = {"prompt": "reply", "summarize": "summary", "translate": "translation", "classify": "label",
+                "sentiment": "sentiment", "extract": "reply"}
+
+
+def _check_output_names(outputs: list[Output], sdf: Any) -> bool:
+    """No clash with an input column; True when the input has foundry_error (a chained call)."""
+    names = [o.name for o in outputs]
+    columns = list(sdf.columns)
+    clash = [n for n in names if n in columns or n == ERROR_COL]
+    if clash:
+        raise ConfigurationError(
+            f"The result column {clash[0]!r} already exists in the Spark DataFrame." if clash[0] != ERROR_COL
+            else f"{ERROR_COL!r} is the error column and cannot hold a result.",
+            hint="Choose another name with output_col=..., or drop the column first (sdf.drop(...)).")
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"Two result columns would have the same name: {names}.",
+                                 hint="Choose another output_col.")
+    if ERROR_COL not in columns:
+        return False
+    from pyspark.sql.types import StringType
+
+    if not isinstance(sdf.schema[ERROR_COL].dataType, StringType):
+        raise ConfigurationError(f"The input's {ERROR_COL!r} column is not a string column.",
+                                 hint=f"Rename or drop it: {ERROR_COL!r} is where failures are recorded.")
+    return True
+
+
+def _output_schema(sdf: Any, outputs: list[Output], merge: bool) -> Any:
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    fields = [f for f in sdf.schema.fields if not (merge and f.name == ERROR_COL)]
+    fields += [StructField(o.name, spark_type(o.kind), True) for o in outputs]
+    fields.append(StructField(ERROR_COL, StringType(), True))
+    return StructType(fields)
+
+
+def _cache_home(cluster: Cluster) -> str | None:
+    """On a local master the executors share this machine, so they share the driver's cache
+    (FOUNDRY_MAGICS_HOME as this process sees it now). On a cluster each executor keeps its own."""
+    if not cluster.local:
+        return None
+    from foundry_magics.defaults import home
+
+    return str(home())
+
+
+# ====================================================================== the key
+
+
+def _check_key(conn: Any, cluster: Cluster) -> None:
+    """Executors read the key from the variable the connection names; refuse what they cannot do."""
+    if conn.auth != "key":
+        return  # Entra ID: each executor uses its own credential; none: nothing to send
+    var = conn.api_key_env
+    pasted = conn.api_key is not None
+    if not var:
+        usual = conn.replace(api_key=None).with_key_env().api_key_env or "VAR"
+        raise ConfigurationError(
+            f"The key for {conn.label} exists only in this notebook's memory (pasted), and Spark executors cannot "
+            "see it." if pasted else f"The connection {conn.label} names no variable for its key.",
+            hint=f"Executors read the key from an environment variable: connect with api_key_env={usual!r}. "
+                 + _key_fix(usual))
+    fix = _key_fix(var)
+    seen = cluster.has_variable(var)
+    if seen is False or (seen is None and pasted):
+        if pasted:
+            cause = (f"The key for {conn.label} exists only in this notebook's memory (pasted), and Spark executors "
+                     f"cannot see it: they read ${var}, which they do not have.")
+        elif cluster.local and os.environ.get(var, "").strip():
+            cause = (f"${var} is set in this process, but only after the Spark session started: its executors "
+                     f"(Python workers of the JVM) do not see it.")
+        else:
+            cause = f"The Spark executors have no ${var}, so they have no key for {conn.label}."
+        raise ConfigurationError(cause, hint=fix)
+    driver_value = os.environ.get(var, "").strip()
+    if pasted and driver_value and driver_value != conn.api_key.get():
+        raise ConfigurationError(
+            f"The key pasted for {conn.label} is not the one in ${var}, and Spark executors use ${var}.",
+            hint=f"Set ${var} to the key you mean (or paste the same one), then run it again.")
+    if var in cluster.executor_env and not _redacted(cluster, f"spark.executorEnv.{var}"):
+        log.warning(
+            "spark.executorEnv.%s is shown in clear in the Spark UI (Environment tab): add it to "
+            "spark.redaction.regex when the session starts, e.g. "
+            "'(?i)secret|password|token|access[.]?key|api[_.]?key|credential', or use the cluster's secret "
+            "store instead.", var)
+
+
+def _key_fix(var: str | None) -> str:
+    v = var or "VAR"
+    return (f"Give the executors ${v}: the cluster's environment variables (Databricks: {v}="
+            f"{{{{secrets/SCOPE/NAME}}}}; Fabric/Synapse: the environment's Spark properties), or "
+            f".config('spark.executorEnv.{v}', ...) when the Spark session starts (also set spark.redaction.regex "
+            "so the Spark UI hides it); on a local master, set it before the session starts. Or use auth='entra', "
+            "which each executor gets from its own identity. The key is never shipped with the job.")
+
+
+_DEFAULT_REDACTION = r"(?i)secret|password|token|access[.]?key"
+
+
+def _redacted(cluster: Cluster, key: str) -> bool:
+    pattern = cluster.redaction or _DEFAULT_REDACTION
+    try:
+        return re.search(pattern, key) is not None
+    except re.error:  # a Java-only regex: assume the user knows what it hides
+        return True
+
+
+def _check_reachable(conn: Any, cluster: Cluster) -> None:
+    """An endpoint on this machine's loopback (the built-in emulator) is not on a cluster's executors."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(conn.endpoint).hostname or "").lower()
+    if cluster.local is False and (host in ("localhost", "::1") or host.startswith("127.")):
+        raise ConfigurationError(
+            f"{conn.label} is at {host}, this machine's loopback, which Spark executors on other machines cannot "
+            "reach.",
+            hint="Connect to an endpoint the executors can reach (fm.connect(URL)); the built-in emulator works "
+                 "with a local[...] master only.")
