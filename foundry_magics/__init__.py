@@ -31,6 +31,15 @@ _EXPORTS = {
     "picker": "notebook.widgets",
     "ConnectionPicker": "notebook.widgets",
     "last_run": "engine.report",
+    "agents": "notebook.agents",
+    "BatchJob": "engine.batch",
+    "BatchFailedError": "engine.batch",
+    "batch_jobs": "frames.accessor",
+    "compare": "notebook.compare",
+    "Comparison": "notebook.compare",
+    "Estimate": "engine.estimate",
+    "set_prices": "store.prices",
+    "usage": "notebook.prompting",
     "FoundryError": "errors",
     "ConfigurationError": "errors",
     "MissingKeyError": "errors",
@@ -83,7 +92,14 @@ def unload_ipython_extension(ipython: Any) -> None:
 if TYPE_CHECKING:  # pragma: no cover
     from foundry_magics import emulator
     from foundry_magics import errors
+    from foundry_magics.engine.batch import BatchFailedError, BatchJob
+    from foundry_magics.engine.estimate import Estimate
+    from foundry_magics.frames.accessor import batch_jobs
     from foundry_magics.frames import spark
+    from foundry_magics.notebook.agents import agents
+    from foundry_magics.notebook.compare import Comparison, compare
+    from foundry_magics.notebook.prompting import usage
+    from foundry_magics.store.prices import set_prices
     from foundry_magics.rest.client import AsyncFoundryClient, AsyncStream, FoundryClient, Stream
     from foundry_magics.connections.connection import Connection, Secret
     from foundry_magics.errors import *  # noqa: F403

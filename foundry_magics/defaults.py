@@ -101,3 +101,47 @@ FLUSH_EVERY = 0.5  # seconds between cache flushes
 FLUSH_AT = 500  # buffered replies that force a flush
 POLL = 0.1  # seconds: how often the caller's thread looks at a run (Ctrl-C latency)
 PROGRESS_AFTER = 0.5  # seconds: a run quicker than this shows no progress at all
+
+# ---------------------------------------------------------------------- exploring and cost
+
+CHARS_PER_TOKEN = 4  # estimates without a tokenizer: one token per 4 characters (OpenAI's rule of thumb)
+# Output caps sent when the caller gives no max_tokens (max_tokens=None sends none):
+CLASSIFY_MAX_TOKENS = 32  # classify() and sentiment(): a label, as {"label": ...}
+EXTRACT_MAX_TOKENS = 256  # extract(): a few fields
+# summarize() / translate(): (ratio to the input's estimated tokens, floor, ceiling)
+SUMMARIZE_CAP = (0.5, 64, 512)
+TRANSLATE_CAP = (2.0, 64, 4096)
+REASONING_CAP_FLOOR = 1024  # o-series / gpt-5 spend hidden reasoning tokens inside the cap
+BATCH_PRICE_FACTOR = 0.5  # the Batch API costs half, unless prices.toml gives batch prices
+PRICES_FILE = "prices.toml"  # in $FOUNDRY_MAGICS_HOME; prices per 1M input / output tokens
+IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")  # what the vision models accept
+IMAGE_MAX_BYTES = 20 * 1024 * 1024  # per image (Azure OpenAI's limit)
+IMAGE_DETAIL = "auto"  # chat completions' image_url.detail
+IMAGE_BASE_TOKENS = 85  # an image costs 85 tokens plus 170 per 512 px tile (detail high/auto)
+IMAGE_TILE_TOKENS = 170
+IMAGE_UNKNOWN_TOKENS = 765  # an image whose size is not known here (a URL): 2 x 2 tiles
+COMPARE_UPDATE_INTERVAL = 0.15  # seconds between live updates of a comparison's columns
+
+# ---------------------------------------------------------------------- agents, conversations, gateways
+
+AGENTS_API_VERSION = "v1"  # GET {project}/agents?api-version=v1
+PROJECT_URL_EXAMPLE = "https://RES.services.ai.azure.com/api/projects/P"  # shown when a project is needed
+CONVERSATION_ITEMS_PAGE = 100  # items per page when listing a server-side conversation (the API's maximum)
+LIST_MAX_PAGES = 50  # pages of agents / conversation items followed at most (5,000 items)
+CONVERSATIONS_FILE = "conversations.sqlite"  # in $FOUNDRY_MAGICS_HOME: local name -> server conversation id
+PROJECT_ROLE = "Azure AI User"  # the role a Foundry project's Entra ID callers need
+OPENAI_ROLE = "Cognitive Services OpenAI User"  # ... and an Azure OpenAI / Foundry resource's
+GATEWAY_HOST_SUFFIXES = (".azure-api.net",)  # API Management gateways
+
+# ---------------------------------------------------------------------- the Batch API
+
+BATCH_POLL_INTERVAL = 60.0  # seconds between status polls of a batch job (Azure: no more often than every 60 s)
+BATCH_EMULATOR_POLL_INTERVAL = 0.5  # ... and of the emulator's fast-clock jobs
+BATCH_FILE_POLL = 2.0  # seconds between status checks of an uploaded input file (at most the poll interval)
+BATCH_FILE_WAIT = 1800.0  # seconds an upload may stay "pending" before the submission gives up
+BATCH_MAX_LINES = 100_000  # requests per input file (Azure's limit): files are split below it ...
+BATCH_MAX_BYTES = 200 * 1024 * 1024  # ... and below 200 MB per file
+BATCH_COMPLETION_WINDOW = "24h"  # the only completion window the service accepts
+BATCH_CHUNK = 2_000  # distinct requests rendered, keyed and looked up at a time while writing input files
+BATCH_SUBMIT_STALE = 300.0  # seconds: a submission this quiet was abandoned (its kernel died): resubmit its rows
+BATCH_FILE = "batches.sqlite"  # in $FOUNDRY_MAGICS_HOME: the jobs table (ids, status, the keys of their requests)

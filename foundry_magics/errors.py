@@ -13,7 +13,8 @@
         │   └── ContextLengthError      prompt + max tokens exceed the model's window
         ├── AuthError            401 / 403, and credentials that cannot produce a token
         ├── NotFoundError        404: wrong deployment, route or api-version
-        ├── RateLimitError       429 (`retry_after` seconds; `quota_block` when it is hours)
+        ├── RateLimitError       429 (`retry_after` seconds; `quota_block` when it is hours),
+        │                        and an API Management gateway's 403 token quota (`quota_block`)
         └── ServerError          5xx
 
 Every message names the cause and the fix. No message, repr or attribute holds a secret:
@@ -23,6 +24,7 @@ keys never reach this module, and request headers are not kept.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -146,6 +148,8 @@ class ContextLengthError(BadRequestError):
 class AuthError(HTTPStatusError):
     def __init__(self, message: str, *, status: int = 401, **kw: Any) -> None:
         super().__init__(message, status=status, **kw)
+        # Set by the client when it switched to the other Entra scope: send once more, at once.
+        self.scope_retry = False
 
 
 class NotFoundError(HTTPStatusError):
@@ -224,8 +228,12 @@ def error_from_response(
     request_id: str | None = None,
     retry_after: float | None = None,
     quota_block_after: float = QUOTA_BLOCK_SECONDS,
+    gateway_quota: bool = False,
 ) -> HTTPStatusError:
-    """Build the right exception for an HTTP error response (status >= 400)."""
+    """Build the right exception for an HTTP error response (status >= 400).
+
+    `gateway_quota`: the response came from an API Management gateway that accepted this key
+    before (or said when to come back): a 403 there is its token quota, not a wrong key."""
     try:
         body: Any = json.loads(body_text) if body_text else None
     except ValueError:
@@ -256,6 +264,14 @@ def error_from_response(
                 env.message, hint="Shorten the prompt or the history (--new), or lower max_tokens.", **kw
             )
         return BadRequestError(env.message, hint=None, **kw)
+    if status == 403 and gateway_quota:
+        wait = retry_after if retry_after is not None else come_back_in(env.message)
+        kw["retry_after"] = wait
+        hint = (f"The API Management gateway's token quota for this key is used up: come back in about {_human(wait)}, "
+                if wait is not None else
+                "The API Management gateway's token quota for this key is used up for its period: come back later, ")
+        hint += "or ask the gateway's owner for a larger quota (the azure-openai-token-limit policy's token-quota)."
+        return RateLimitError(env.message, quota_block=True, hint=hint, **kw)
     if status in (401, 403):
         return AuthError(env.message, hint=_HINTS[status], **kw)
     if status == 404:
@@ -263,6 +279,21 @@ def error_from_response(
     if status >= 500:
         return ServerError(env.message, hint="The service had a transient failure; retrying later usually works.", **kw)
     return HTTPStatusError(env.message, **kw)
+
+
+_COME_BACK = re.compile(r"\bin\s+(?:(\d+):(\d{2}):(\d{2})|(\d+(?:\.\d+)?)\s*(seconds?|minutes?|hours?|days?)\b)",
+                        re.IGNORECASE)
+
+
+def come_back_in(message: str) -> float | None:
+    """Seconds from a gateway's message ("Try again in 3600 seconds", "replenished in 01:00:00"), if it says."""
+    m = _COME_BACK.search(message or "")
+    if m is None:
+        return None
+    if m.group(1) is not None:
+        return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3))
+    unit = m.group(5).lower().rstrip("s")
+    return float(m.group(4)) * {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit]
 
 
 def first_line(exc: BaseException | None) -> str:

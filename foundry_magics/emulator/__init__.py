@@ -39,7 +39,9 @@ class Emulator:
                  malformed_rate: float = 0.0, wrong_content_type_rate: float = 0.0, slow_body: float = 0.0,
                  fail_first: int = 0, quota_block_seconds: float | None = None, api_key: str | None = None,
                  bearer_tokens=(), expired_tokens=(), deployments=None, strict_models: bool = False,
-                 seed: int = 0, lifetime: float | None = None, process: bool = False,
+                 seed: int = 0, batch_seconds: float = 2.0, batch_fail_rate: float = 0.0, batch_expire: int = 0,
+                 file_pending_seconds: float = 0.0, batch_refuse_embeddings: bool = False,
+                 lifetime: float | None = None, process: bool = False,
                  allow_remote: bool = False) -> None:
         given = dict(locals())  # the keywords, spelled out for editors and type checkers; tests/test_emulator.py
         from .options import RUNTIME  # checks them (names and defaults) against the table in options.py

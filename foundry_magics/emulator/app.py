@@ -12,7 +12,7 @@ from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import brain, jobs, shapes
+from . import agents, batches, brain, jobs, shapes
 from .options import DEFAULTS
 from .options import coerce as coerce_options
 from .faults import Faults, RateLimiter, retry_headers
@@ -31,6 +31,9 @@ class App:
         self.opts: dict[str, Any] = dict(DEFAULTS)
         self.limiter = RateLimiter(None, None)
         self.faults = Faults(0)
+        self.project = agents.Project()  # agents and conversations (emulator/agents.py)
+        self.gateway = agents.Gateway()  # API Management's token-limit policy, when configured
+        self.batches = batches.BatchesAPI(self)  # the Files and Batch APIs (emulator/batches.py)
         self.store: OrderedDict[str, dict] = OrderedDict()
         self.store_max = 10_000
         self.reply_cache: dict[tuple, tuple[str, list[str]]] = {}
@@ -84,6 +87,8 @@ class App:
         if hasattr(self, "faults"):
             self.faults.reset()
             self.limiter.configure(self.opts["rpm"], self.opts["tpm"], self.opts["rpm_window"])
+        if hasattr(self, "gateway"):
+            self.gateway.reset()
 
     def stats(self) -> dict:
         return {
@@ -127,7 +132,7 @@ class App:
         self.n_requests += 1
         route = self._routes.get(path, False)
         if route is False:
-            route = resolve(path)
+            route = agents.resolve(path) or resolve(path)
             if len(self._routes) > 4096:
                 self._routes.clear()
             self._routes[path] = route
@@ -155,6 +160,12 @@ class App:
             self.requests.append((req.method, req.target, dict(req.headers), None if body is _INVALID else body))
         if route is None:
             return err(404, shapes.status_error_body(404))
+        if route.kind == "agents":  # agents and conversations: emulator/agents.py
+            self._auth(req)
+            return agents.handle(self, req, route, body)
+        if route.op in batches.OPS:  # the Files and Batch APIs: emulator/batches.py
+            self._auth(req)
+            return self.batches.handle(req, route)
         want = "POST" if route.op in POST_OPS else "GET"
         if req.method != want:
             r = err(405, shapes.error_body("405", "Method Not Allowed"))
@@ -197,7 +208,10 @@ class App:
             raise Fail(err(400, shapes.invalid_request(
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
                 "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)")))
+        prepared = agents.prepare(self, body) if op == "responses" else None  # an agent, a conversation
         model = route.arg if route.kind == "azure-deployment" else body.get("model")
+        if not model and prepared:
+            model = agents.model_of(prepared)
         if not model:
             if route.model_required:
                 raise Fail(err(400, shapes.invalid_request("you must provide a model parameter", None)))
@@ -212,6 +226,8 @@ class App:
             job = jobs.chat_job(body, model)
         elif op == "responses":
             job = jobs.responses_job(body, model, self.store)
+            if prepared:
+                agents.extend_job(job, prepared, body)
         else:
             job = jobs.embeddings_job(body, model)
         return self._run(req, route, version, job, delay)
@@ -256,6 +272,8 @@ class App:
             ptoks = max(1, brain.count_tokens(job["prompt"])) + job.get("prev_context", 0)
         opname = OPNAMES[route.op]
         ver = version or "v1"
+        if self.gateway.active(o):  # API Management in front: its token-limit policy answers first
+            self.gateway.check(o, req)
         if o["quota_block_seconds"]:
             secs = float(o["quota_block_seconds"])
             self._fault("quota_block")
@@ -329,6 +347,7 @@ class App:
                                                         "messages" if api == "chat" else "input"),
                         rl_headers, delay=delay)
         if api == "embeddings":
+            self.gateway.consume(o, req, ptoks)
             self.tok_prompt += ptoks
             self.bodies.add(hash(req.body))
             return Reply(200, [JSON_CT] + rl_headers,
@@ -365,6 +384,10 @@ class App:
     def _generate(self, req: Request, job: dict, dirs: dict, ptoks: int, rl_headers: list, delay: float) -> Reply:
         o = self.opts
         text, toks = self._reply_for(job)
+        tool_items, annotations = [], []
+        if job.get("agent"):
+            text, tool_items, annotations = agents.agent_reply(job, text)
+            toks = brain.tokens(text)
         finish = "stop"
         filtered = "filter_completion" in dirs
         mt = job["max_tokens"]
@@ -377,6 +400,7 @@ class App:
         if finish != "stop":
             text = "".join(toks)
         ctoks = len(toks)
+        self.gateway.consume(o, req, ptoks + ctoks)
         self.tok_prompt += ptoks
         self.tok_completion += ctoks
         self.bodies.add(hash(req.body))
@@ -407,6 +431,8 @@ class App:
             instructions=job["instructions"], previous=job["previous"], max_output=job["max_tokens"],
             fmt=job["fmt"], store=job["store"], msg_id=shapes.new_id("msg_"), created=int(time.time()),
             metadata=job["metadata"])
+        if job.get("agent") or job.get("conversation"):
+            agents.decorate(self, job, resp, tool_items, annotations)
         if job["store"]:
             self.store[rid] = {"turn": job["turn"], "first": job["first"] or job["last"],
                                "context": ptoks + ctoks, "response": resp}
@@ -417,7 +443,7 @@ class App:
             if "stream_cut" in dirs:
                 return Reply(200, [JSON_CT] + rl_headers, body, delay=delay, cut_after=0)
             return Reply(200, [JSON_CT] + rl_headers, body, delay=delay, slow_body=o["slow_body"])
-        events = shapes.response_events(resp, toks)
+        events = agents.response_events(resp, toks) if job.get("agent") else shapes.response_events(resp, toks)
         return Reply(200, SSE_HEADERS + rl_headers, chunks=events, delay=delay, chunk_delay=self._pace(len(events)),
                      cut_after=(4 + max(1, len(toks) // 2)) if cut else None)
 

@@ -40,8 +40,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("deployments", None, "deployments", "comma-separated deployment names"),
     Option("strict_models", False, "bool", "unknown model/deployment -> 404"),
     Option("seed", 0, "int"),
+    # the Files and Batch APIs (emulator/batches.py)
+    Option("batch_seconds", 2.0, "float", "the batch fast clock: seconds from validating to completed (Azure: up "
+           "to 24 h)"),
+    Option("batch_fail_rate", 0.0, "float", "fraction of batch lines answered with an error (the error file)"),
+    Option("batch_expire", 0, "int", "the next N batches expire with about half of their lines done"),
+    Option("file_pending_seconds", 0.0, "float", "uploaded files stay 'pending' this long (creating a batch on "
+           "one fails meanwhile)"),
+    Option("batch_refuse_embeddings", False, "bool", "fail /embeddings batches at validation (as Azure's FAQ says)"),
     # internal: the thread-mode Emulator turns it on for `Emulator.requests`
     Option("record_requests", False, "bool", runtime=False),
+    # API Management's token-limit policy (emulator/agents.py), per subscription key. Not (yet)
+    # Emulator(...) keywords: set them with App(...), `--config-stdin` or POST /_emulator/config.
+    Option("gateway_tpm", None, "float?", "gateway: tokens per minute per key (over it: 429)", runtime=False),
+    Option("gateway_token_quota", None, "float?", "gateway: tokens per period per key (over it: 403)",
+           runtime=False),
+    Option("gateway_quota_period", 3600.0, "float", "gateway: the quota's period in seconds", runtime=False),
+    Option("gateway_quota_retry_after", True, "bool", "gateway: the 403 names a Retry-After", runtime=False),
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

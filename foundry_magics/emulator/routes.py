@@ -12,6 +12,7 @@ API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2}(-preview)?|v1|latest|preview)$")
 OPNAMES = {"chat.completions": "ChatCompletions_Create", "embeddings": "Embeddings_Create",
            "responses": "Responses_Create"}  # for Azure's 429 messages
 POST_OPS = frozenset(OPNAMES)
+BATCH_OPS = frozenset({"files", "files.one", "files.content", "batches", "batches.one", "batches.cancel"})
 
 
 class Route:
@@ -41,6 +42,12 @@ def resolve(path: str) -> Route | None:
         op, base = segs[-1], segs[:-1]
     elif len(segs) >= 2 and segs[-2] == "responses":
         op, base, arg = "responses.get", segs[:-2], segs[-1]
+    elif segs[-1] in ("files", "batches"):  # the Files and Batch APIs (emulator/batches.py)
+        op, base = segs[-1], segs[:-1]
+    elif len(segs) >= 2 and segs[-2] in ("files", "batches"):
+        op, base, arg = segs[-2] + ".one", segs[:-2], segs[-1]
+    elif len(segs) >= 3 and (segs[-3], segs[-1]) in (("files", "content"), ("batches", "cancel")):
+        op, base, arg = f"{segs[-3]}.{segs[-1]}", segs[:-3], segs[-2]
     else:
         return None
     projectish = len(base) >= 3 and base[-3:-1] == ["api", "projects"]
@@ -58,7 +65,7 @@ def resolve(path: str) -> Route | None:
             return None
         return Route("azure-deployment", op, base[-1], True, False)
     if base[-1:] == ["openai"]:
-        if op not in ("responses", "models", "responses.get"):
+        if op not in ("responses", "models", "responses.get") and op not in BATCH_OPS:
             return None
         in_project = len(base) >= 3 and base[-3:-2] == ["projects"]
         return Route("foundry-project" if in_project else "azure-openai", op, arg, True, op == "responses")

@@ -12,9 +12,20 @@ from typing import Any, Sequence
 from foundry_magics.defaults import EMBED_BATCH
 from foundry_magics.engine.run import Run
 
-__all__ = ["EmbedRun"]
+__all__ = ["EmbedRun", "embed_keys"]
 
 _LOOKUP = 5000  # cache keys looked up at a time
+
+
+def embed_keys(client: Any, conn: Any, texts: Sequence[str], model: str | None,
+               dimensions: int | None) -> tuple[str | None, list[bytes]]:
+    """(model, cache key per text): how an embeddings run keys its texts (and `engine.estimate` too)."""
+    from foundry_magics.store.cache import request_key, route_identity
+
+    route, model = client.build_embed(texts, model, dimensions)
+    rid = route_identity(route.url, route.params, emulator=conn.is_emulator)
+    return model, [request_key(rid, "embeddings", {"model": model, "input": t, "dimensions": dimensions})
+                   for t in texts]
 
 
 class EmbedRun(Run):
@@ -30,12 +41,7 @@ class EmbedRun(Run):
         return self.values
 
     async def work(self) -> None:
-        from foundry_magics.store.cache import request_key, route_identity
-
-        route, self.model = self.client.build_embed(self.texts, self.model, self.dimensions)
-        rid = route_identity(route.url, route.params, emulator=self.conn.is_emulator)
-        keys = [request_key(rid, "embeddings", {"model": self.model, "input": t, "dimensions": self.dimensions})
-                for t in self.texts]
+        self.model, keys = embed_keys(self.client, self.conn, self.texts, self.model, self.dimensions)
         missing = self._from_cache(keys)
         batches = [missing[s:s + EMBED_BATCH] for s in range(0, len(missing), EMBED_BATCH)]
         await self.gather([self._one(batch, keys) for batch in batches])

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+from foundry_magics.defaults import IMAGE_UNKNOWN_TOKENS
 
 if TYPE_CHECKING:  # pragma: no cover
     from foundry_magics.engine.prompts import RequestSpec
@@ -90,5 +92,9 @@ class AdaptiveLimit:
             self.cuts += 1
 
 
-def estimate_tokens(prompt: str, spec: RequestSpec) -> int:
-    return len(prompt) // 4 + len(spec.system or "") // 4 + (spec.max_tokens or 0) + 1
+def estimate_tokens(prompt: Any, spec: RequestSpec) -> int:
+    """For the tpm budget: the prompt's characters / 4 plus its output cap (a `Prompt` carries its own)."""
+    text = prompt.text if not isinstance(prompt, str) else prompt
+    cap = (None if isinstance(prompt, str) else prompt.max_tokens) or spec.max_tokens or 0
+    images = 0 if isinstance(prompt, str) else len(prompt.images or ()) * IMAGE_UNKNOWN_TOKENS
+    return len(text) // 4 + len(spec.system or "") // 4 + cap + images + 1

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from foundry_magics.defaults import FEED_AHEAD, FEED_CHUNK, FLUSH_AT
 from foundry_magics.engine.pacing import estimate_tokens
 from foundry_magics.engine.run import Run
 from foundry_magics.errors import describe
 
-__all__ = ["RequestSpec", "Batch", "PromptRun"]
+__all__ = ["RequestSpec", "Batch", "PromptRun", "Prompt", "RequestKeys", "call_args"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,53 @@ class RequestSpec:
     def options(self) -> dict[str, Any]:
         return dict(system=self.system, model=self.model, schema=self.schema, temperature=self.temperature,
                     max_tokens=self.max_tokens)
+
+
+class Prompt(NamedTuple):
+    """A prompt with what only it carries: image URLs (`rest.images`) and its own output cap
+    (summaries and translations are capped in proportion to their input)."""
+
+    text: str
+    images: tuple[str, ...] | None = None
+    max_tokens: int | None = None
+
+
+def call_args(prompt: Any, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(prompt text, keyword arguments) for the request builders and the client's chat/respond."""
+    if not isinstance(prompt, Prompt):
+        return prompt, options
+    kw = dict(options)
+    if prompt.images:
+        kw["images"] = list(prompt.images)
+    if prompt.max_tokens is not None:
+        kw["max_tokens"] = prompt.max_tokens
+    return prompt.text, kw
+
+
+class RequestKeys:
+    """How a run keys its requests - the request builders, the route's identity and
+    `store.cache.request_key` - shared by the run and by `engine.estimate`, so that an
+    estimate names exactly the requests the run then sends."""
+
+    def __init__(self, client: Any, spec: "RequestSpec", conn: Any) -> None:
+        from foundry_magics.store.cache import request_key
+
+        self.client, self.spec, self.conn = client, spec, conn
+        self.options = spec.options()
+        self.route_id: str | None = None
+        self.model: str | None = None
+        self._key = request_key
+
+    def keyed(self, prompt: Any) -> tuple[bytes, dict[str, Any]]:
+        """(cache key, request body) of one prompt."""
+        text, kw = call_args(prompt, self.options)
+        route, body = self.client.build(self.spec.op, text, **kw)
+        if self.route_id is None:
+            from foundry_magics.store.cache import route_identity
+
+            self.route_id = route_identity(route.url, route.params, emulator=self.conn.is_emulator)
+            self.model = body.get("model") or self.spec.model or self.conn.model
+        return self._key(self.route_id, self.spec.op, body), body
 
 
 @dataclass
@@ -80,10 +127,8 @@ class PromptRun(Run):
             self.stop(f"could not prepare the requests: {describe(exc)}", fatal=exc)
 
     async def _feed_all(self, queue: asyncio.Queue) -> None:
-        from foundry_magics.store.cache import request_key, route_identity
-
-        spec, options = self.spec, self.spec.options()
-        route_id = None
+        spec = self.spec
+        keys = RequestKeys(self.client, spec, self.conn)
         n = self.size
         start = 0
         # A small first chunk gets the workers going at once; later chunks are rendered while
@@ -99,11 +144,10 @@ class PromptRun(Run):
             keyed: dict[bytes, list[int]] = {}
             order: list[tuple[bytes, str]] = []
             for i, prompt in zip(idx, self.batch.render(idx)):
-                route, body = self.client.build(spec.op, prompt, **options)
-                if route_id is None:
-                    route_id = route_identity(route.url, route.params, emulator=self.conn.is_emulator)
-                    self.model = body.get("model") or spec.model or self.conn.model
-                key = request_key(route_id, spec.op, body)
+                first_key = keys.route_id is None
+                key = keys.keyed(prompt)[0]
+                if first_key:
+                    self.model = keys.model
                 waiting = self.inflight.get(key) or keyed.get(key)
                 if waiting is not None:  # identical to one queued, in flight, or earlier in this chunk
                     waiting.append(i)
@@ -144,8 +188,9 @@ class PromptRun(Run):
             if item is None or self.stopped is not None:
                 return
             key, prompt, est = item
+            text, kwargs = call_args(prompt, options)
             try:
-                reply = await self.send(lambda: call(prompt, **options), est, self.inflight.get(key, ()))
+                reply = await self.send(lambda: call(text, **kwargs), est, self.inflight.get(key, ()))
                 if reply is not None:
                     self._finish_ok(key, reply)
                 else:

@@ -60,6 +60,22 @@ class RunReport:
     def ok(self) -> bool:
         return not self.failed and not self.interrupted and not self.stopped
 
+    @property
+    def cost(self) -> float | None:
+        """What the run's tokens cost, where the model's price is known (fm.set_prices / prices.toml)."""
+        from foundry_magics.store.prices import cost
+
+        try:
+            return cost(self.model, self.input_tokens, self.output_tokens, batch=bool(getattr(self, "batch", False)))
+        except Exception:  # noqa: BLE001 - a broken prices.toml must not break the report
+            return None
+
+    def _cost_text(self) -> str:
+        from foundry_magics.store.prices import format_cost
+
+        value = self.cost
+        return format_cost(value) if value is not None and (self.input_tokens or self.output_tokens) else ""
+
     def summary(self) -> str:
         bits = [f"{self.done:,}/{self.rows:,} rows"]
         if self.failed:
@@ -77,6 +93,8 @@ class RunReport:
             bits.append(f"{self.rate_limited:,}×429")
         if self.input_tokens or self.output_tokens:
             bits.append(f"{self.input_tokens:,}+{self.output_tokens:,} tokens")
+        if self._cost_text():
+            bits.append(self._cost_text())
         bits.append(f"{self.seconds:.1f} s ({self.rows_per_s:,.0f} rows/s)")
         if self.interrupted:
             bits.append("INTERRUPTED")
@@ -100,6 +118,7 @@ class RunReport:
             ("deduplicated rows", f"{self.dedup_saved:,}"),
             ("retries / 429s", f"{self.retries:,} / {self.rate_limited:,}"),
             ("tokens in / out", f"{self.input_tokens:,} / {self.output_tokens:,}"),
+            *([("cost", self._cost_text())] if self._cost_text() else []),
             ("time", f"{self.seconds:.1f} s · {self.rows_per_s:,.1f} rows/s"),
         ]
         if self.na_rows:

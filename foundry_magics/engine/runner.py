@@ -33,6 +33,7 @@ from foundry_magics.engine.prompts import Batch, PromptRun, RequestSpec
 from foundry_magics.engine.report import BatchResult, set_last
 from foundry_magics.engine.run import Run
 from foundry_magics.errors import ConfigurationError
+from foundry_magics.store.usage import record_run
 
 __all__ = ["run_batch", "embed_texts", "wait_for", "Batch", "RequestSpec"]
 
@@ -95,11 +96,24 @@ def _check_positive(name: str, value: Any, allow_none: bool = True) -> None:
 
 def _check_first_request(conn: Any, batch: Batch, spec: RequestSpec) -> None:
     """A missing key or model, a bad schema or option: fail here, before anything starts."""
+    from foundry_magics.engine.prompts import call_args
     from foundry_magics.rest.base import BaseClient
 
     probe = BaseClient(conn)
+    ensure_model(probe, spec)
     if batch.size:
-        probe.build(spec.op, batch.render(range(0, 1))[0], **spec.options())
+        text, kwargs = call_args(batch.render(range(0, 1))[0], spec.options())
+        probe.build(spec.op, text, **kwargs)
+
+
+def ensure_model(probe: Any, spec: RequestSpec) -> None:
+    """No model given anywhere: ask the server once, in the caller's thread (one that serves
+    exactly one model is used; with several, building the first request lists them)."""
+    if probe.needs_model_list(spec.model, spec.op):
+        from foundry_magics.rest.client import FoundryClient
+
+        with FoundryClient(probe.connection, timeout=probe.timeout, max_retries=1) as client:
+            client.ensure_model(spec.model, spec.op)
 
 
 def _finish(run: Run, progress: Any, label: str) -> BatchResult:
@@ -112,6 +126,7 @@ def _finish(run: Run, progress: Any, label: str) -> BatchResult:
     report = run.report()
     report.interrupted = report.interrupted or interrupted
     set_last(report)
+    record_run(report)  # %foundry usage / fm.usage() count every run
     exc = fut.exception() if fut.done() and not fut.cancelled() else None
     if exc is not None:  # a bug in the engine itself: never swallow it
         raise exc

@@ -19,12 +19,21 @@ How a run goes:
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from foundry_magics import engine
-from foundry_magics.defaults import EMBED_CONCURRENCY
+from foundry_magics.defaults import (
+    CHARS_PER_TOKEN,
+    CLASSIFY_MAX_TOKENS,
+    EMBED_CONCURRENCY,
+    EXTRACT_MAX_TOKENS,
+    REASONING_CAP_FLOOR,
+    SUMMARIZE_CAP,
+    TRANSLATE_CAP,
+)
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.rest.schemas import to_json_schema
 
@@ -161,7 +170,7 @@ class _Plan:
     """Rows -> distinct requests: codes per row (-1 = NA, no request), renderer per distinct."""
 
     def __init__(self, frame: Any, tpl: Template, cols: dict[str, Any], consts: dict[str, Any],
-                 series_col: Any = None) -> None:
+                 series_col: Any = None, images: Any = None) -> None:
         import numpy as np
         import pandas as pd
 
@@ -172,9 +181,13 @@ class _Plan:
         used = list(dict.fromkeys([*cols.values(), *([series_col] if tpl.positional else [])]))
         self.fields = {name: col for name, col in cols.items()}
         self.series_col = series_col
+        self.images = images  # per row (by position): image(s) attached to its request, or None
+        self.cap_rule: Any = None  # prompt text -> its own max_tokens (summaries, translations)
+        factors = [_factorize(frame[col]) for col in used]
+        if images is not None:  # rows differing only in their image are different requests
+            factors.append(_image_codes(images))
         codes: Any = None
-        for col in used:
-            c = _factorize(frame[col])
+        for c in factors:
             if codes is None:
                 codes = c
                 continue
@@ -213,7 +226,44 @@ class _Plan:
             if tpl.positional:
                 values[_SERIES] = columns[self.series_col][k]
             out.append(tpl.render_with(values))
+        if self.images is None and self.cap_rule is None:
+            return out
+        return self._with_extras(out, pos)
+
+    def _with_extras(self, texts: list[str], pos: Any) -> list[Any]:
+        """Prompts with their images (read and encoded here, chunk by chunk) and own caps."""
+        from foundry_magics.engine.prompts import Prompt
+        from foundry_magics.rest.images import ImageError, image_urls
+
+        cells = self.images.iloc[pos].tolist() if self.images is not None else [None] * len(texts)
+        out = []
+        for k, text in enumerate(texts):
+            try:
+                urls = tuple(image_urls(_image_list(cells[k]))) or None
+            except ImageError as exc:
+                raise _row_error(exc, self.frame.index[pos[k]]) from None
+            out.append(Prompt(text, urls, self.cap_rule(text) if self.cap_rule is not None else None))
         return out
+
+    def check_images(self) -> None:
+        """Every image of the rows to send can be sent (read as little as possible), else one
+        readable error naming the row and the path - before anything is sent."""
+        from foundry_magics.rest.images import ImageError, check_image
+
+        if self.images is None:
+            return
+        seen: set[Any] = set()
+        cells = self.images.iloc[self.first_pos].tolist()
+        for k, cell in enumerate(cells):
+            for value in _image_list(cell):
+                key = value if isinstance(value, (str, bytes)) else id(value)
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    check_image(value)
+                except ImageError as exc:
+                    raise _row_error(exc, self.frame.index[self.first_pos[k]]) from None
 
     def batch(self) -> engine.Batch:
         return engine.Batch(self.size, self.render, self.weights, rows=self.n, na_rows=self.na_rows)
@@ -251,6 +301,67 @@ def _factorize(series: Any) -> Any:
     return np.asarray(codes, dtype=np.int64)
 
 
+def _image_list(cell: Any) -> list[Any]:
+    """The images of one cell: none (NA, None, empty), one (path, URL, bytes, PIL), or a list."""
+    import pandas as pd
+
+    if cell is None or isinstance(cell, (list, tuple)) and not cell:
+        return []
+    if isinstance(cell, (list, tuple)):
+        return [v for v in cell if v is not None]
+    if not isinstance(cell, (str, bytes, bytearray, memoryview)) and not hasattr(cell, "save"):
+        try:
+            if pd.isna(cell):
+                return []
+        except (TypeError, ValueError):
+            pass
+    if hasattr(cell, "tolist") and not isinstance(cell, (bytes, str)) and not hasattr(cell, "save"):
+        return [v for v in cell.tolist() if v is not None]  # a numpy array of paths
+    return [cell]
+
+
+def _image_codes(images: Any) -> Any:
+    """Factor codes of an images column, in which a missing value means "no image" (not an NA row)."""
+
+    def key(cell: Any) -> Any:
+        items = [v if isinstance(v, (str, bytes)) else id(v) for v in _image_list(cell)]
+        return "" if not items else (items[0] if len(items) == 1 else tuple(items))
+
+    return _factorize(images.map(key).astype(object))
+
+
+def _row_error(exc: Any, label: Any) -> Any:
+    from foundry_magics.rest.images import ImageError
+
+    return ImageError(f"Row {label!r}: {exc.message}", hint=exc.hint)
+
+
+def _images_of(frame: Any, images: Any) -> Any:
+    """`images=`: a column name of the frame, or a Series / list with one cell per row (by position)."""
+    import pandas as pd
+
+    if images is None:
+        return None
+    if isinstance(images, str) or (not isinstance(images, (list, tuple, pd.Series)) and images in frame.columns):
+        if images not in frame.columns:
+            shown = ", ".join(repr(str(c)) for c in list(frame.columns)[:30])
+            raise ConfigurationError(f"images={images!r} is not a column of the frame.",
+                                     hint=f"Columns: {shown}. Pass images='column' holding paths, URLs or bytes.")
+        return frame[images].reset_index(drop=True)
+    if isinstance(images, pd.Series):
+        if len(images) != len(frame):
+            raise ConfigurationError(f"images= has {len(images):,} values for {len(frame):,} rows.",
+                                     hint="Give one cell per row (a column of paths, URLs or bytes).")
+        return images.reset_index(drop=True)
+    if isinstance(images, (list, tuple)):
+        if len(images) != len(frame):
+            raise ConfigurationError(f"images= has {len(images):,} values for {len(frame):,} rows.",
+                                     hint="Give one cell per row, or the name of a column: images='path'.")
+        return pd.Series(list(images), dtype=object)
+    raise ConfigurationError(f"images= must be a column name or one cell per row, got {type(images).__name__}.",
+                             hint="e.g. df.foundry.prompt('Describe {name}', images='photo_path').")
+
+
 # ====================================================================== running
 
 
@@ -265,10 +376,11 @@ def _frame_of(obj: Any) -> tuple[Any, Any]:
     raise ConfigurationError(f"Expected a pandas DataFrame or Series, got {type(obj).__name__}.")
 
 
-def _plan(obj: Any, template: str, namespace: Mapping[str, Any] | None) -> _Plan:
+def _plan(obj: Any, template: str, namespace: Mapping[str, Any] | None, images: Any = None) -> _Plan:
     import pandas as pd
 
     frame, series_col = _frame_of(obj)
+    image_cells = _images_of(frame, images)
     tpl = parse_template(template)
     if tpl.positional and series_col is None:
         raise ConfigurationError(
@@ -286,30 +398,107 @@ def _plan(obj: Any, template: str, namespace: Mapping[str, Any] | None) -> _Plan
         if dup:
             raise ConfigurationError(f"Column {dup[0]!r} appears more than once in the frame.",
                                      hint="Rename the duplicate columns first.")
-    return _Plan(frame, tpl, cols, consts, series_col)
+    plan = _Plan(frame, tpl, cols, consts, series_col, images=image_cells)
+    plan.check_images()
+    return plan
+
+
+def _request_spec(conn: Any, *, system: str | None = None, model: str | None = None, schema: Any = None,
+                  temperature: float | None = None, max_tokens: int | None = None,
+                  api: str | None = None) -> engine.RequestSpec:
+    """What every request of a run shares (the run and its estimate build it the same way)."""
+    op = api or getattr(conn, "api", None) or "chat"
+    return engine.RequestSpec(op=op, system=system, model=model, schema=schema, temperature=temperature,
+                              max_tokens=max_tokens)
+
+
+def _go(plan: _Plan, *, label: str, cap: Any = None, **options: Any) -> Any:
+    """`_run`, after the operation's default output cap (`cap`: a number, or (ratio, floor,
+    ceiling) of the input's tokens; max_tokens=N or max_tokens=None given by the caller wins);
+    with estimate=True, the `Estimate` of that run instead (nothing is sent)."""
+    given = options.pop("_result", None)  # a Batch API job's results (wait=False): finish the call with them
+    if given is not None:
+        return given
+    estimate = options.pop("estimate", False)
+    if cap is not None and "max_tokens" not in options:
+        from foundry_magics.connections.session import connection_for
+        from foundry_magics.rest.routes import uses_max_completion_tokens
+
+        reasoning = uses_max_completion_tokens(options.get("model") or connection_for(options.get("connection")).model)
+        floor = REASONING_CAP_FLOOR if reasoning else 0  # hidden reasoning tokens count inside the cap
+        if isinstance(cap, tuple):
+            ratio, low, high = cap
+            plan.cap_rule = lambda text: max(floor, min(high, max(low, math.ceil(len(text) / CHARS_PER_TOKEN * ratio))))
+        else:
+            options["max_tokens"] = max(floor, cap)
+    if estimate:
+        return _estimate(plan, **options)
+    return _run(plan, label=label, **options)
+
+
+def _estimate(plan: _Plan, *, connection: Any = None, cache: bool = True, batch: bool = False,
+              system: str | None = None, model: str | None = None, schema: Any = None,
+              temperature: float | None = None, max_tokens: int | None = None, api: str | None = None,
+              **_run_only: Any) -> Any:
+    """The Estimate of `_run(plan, ...)` with the same options (concurrency, rpm, progress... do not matter)."""
+    from foundry_magics.connections.session import connection_for
+    from foundry_magics.engine.estimate import estimate_batch
+
+    conn = connection_for(connection)
+    spec = _request_spec(conn, system=system, model=model, schema=schema, temperature=temperature,
+                         max_tokens=max_tokens, api=api)
+    return estimate_batch(plan.batch(), spec, connection=conn, cache=cache, batch_api=bool(batch))
 
 
 def _run(plan: _Plan, *, label: str, system: str | None = None, model: str | None = None, connection: Any = None,
          concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None, cache: bool = True,
          progress: Any = True, schema: Any = None, temperature: float | None = None,
-         max_tokens: int | None = None, api: str | None = None) -> engine.BatchResult:
+         max_tokens: int | None = None, api: str | None = None, batch: bool = False, wait: bool = True,
+         poll_interval: float | None = None) -> Any:
     from foundry_magics.connections.session import connection_for
 
     conn = connection_for(connection)
-    op = api or getattr(conn, "api", None) or "chat"
-    spec = engine.RequestSpec(op=op, system=system, model=model, schema=schema, temperature=temperature,
-                              max_tokens=max_tokens)
+    spec = _request_spec(conn, system=system, model=model, schema=schema, temperature=temperature,
+                         max_tokens=max_tokens, api=api)
+    if batch:
+        from foundry_magics.engine.batch import submit
+
+        job = submit(plan.batch(), spec, connection=conn, cache=cache, progress=_display(progress, batch=True),
+                     label=label, poll_interval=poll_interval)
+        return job.result() if wait else job
+    _online_only(wait, poll_interval)
     return engine.run_batch(plan.batch(), spec, connection=conn, concurrency=concurrency, rpm=rpm, tpm=tpm,
                             cache=cache, progress=_display(progress), label=label)
 
 
-def _display(progress: Any) -> Any:
-    """`progress=True`: the notebook's progress bar (the engine has no display of its own)."""
+def _display(progress: Any, batch: bool = False) -> Any:
+    """`progress=True`: the notebook's progress bar (the engine has no display of its own); for
+    a Batch API job, the bar that also shows the job's status."""
     if progress is True:
+        if batch:
+            from foundry_magics.notebook.render import batch_progress
+
+            return batch_progress
         from foundry_magics.notebook.progress import make
 
         return make
     return progress
+
+
+def _online_only(wait: Any, poll_interval: Any) -> None:
+    if wait is not True or poll_interval is not None:
+        raise ConfigurationError("wait= and poll_interval= apply to Batch API jobs only.",
+                                 hint="Add batch=True (half the price, results within 24 h), or leave them out.")
+
+
+def _later(result: Any, finish: Any) -> Any:
+    """What a call returns before its results: an Estimate as it is; a Batch API job submitted
+    with wait=False, whose `result()` then finishes the call (`finish(BatchResult)`)."""
+    from foundry_magics.engine.batch import BatchJob
+
+    if isinstance(result, BatchJob):
+        result.set_finish(finish)
+    return result
 
 
 def _texts_series(plan: _Plan, result: engine.BatchResult, index: Any, name: Any) -> Any:
@@ -395,10 +584,15 @@ def _schema_frame(plan: _Plan, result: engine.BatchResult, schema: Any, index: A
 
 
 def prompt(obj: Any, template: str, *, schema: Any = None, namespace: Mapping[str, Any] | None = None,
-           **options: Any) -> Any:
-    """A prompt per row -> Series on obj.index (DataFrame with a column per field for `schema`)."""
-    plan = _plan(obj, template, namespace)
-    result = _run(plan, label="prompt", schema=schema, **options)
+           images: Any = None, _cap: Any = None, **options: Any) -> Any:
+    """A prompt per row -> Series on obj.index (DataFrame with a column per field for `schema`).
+    `images`: a column (or one cell per row) of paths, URLs, bytes or PIL images to attach;
+    `estimate=True`: the `fm.Estimate` of the run instead, sending nothing."""
+    plan = _plan(obj, template, namespace, images=images)
+    result = _go(plan, label="prompt", schema=schema, cap=_cap, **options)
+    if not isinstance(result, engine.BatchResult):  # estimate=True, or batch=True with wait=False
+        return _later(result, lambda r: prompt(obj, template, schema=schema, namespace=namespace, images=images,
+                                               _cap=_cap, _result=r, **options))
     if schema is not None:
         out = _schema_frame(plan, result, schema, obj.index)
     else:
@@ -452,10 +646,14 @@ def classify(series: Any, labels: Sequence[Any], *, template: str | None = None,
                                  hint="For example classify(['positive', 'negative', 'neutral']).")
     if template is None:
         template = CLASSIFY.replace("{labels}", _escape(", ".join(map(str, labels))))
-    plan = _plan(series, template, None)
+    images = options.pop("images", None)
+    plan = _plan(series, template, None, images=images)
     schema = {"type": "object", "properties": {"label": {"type": "string", "enum": [str(x) for x in labels]}},
               "required": ["label"], "additionalProperties": False}
-    result = _run(plan, label="classify", schema=schema, **options)
+    result = _go(plan, label="classify", schema=schema, cap=CLASSIFY_MAX_TOKENS, **options)
+    if not isinstance(result, engine.BatchResult):  # estimate=True, or batch=True with wait=False
+        return _later(result, lambda r: classify(series, labels, template=template, images=images, _result=r,
+                                                 **options))
     chosen: list[Any] = [None] * plan.size
     bad: dict[int, str] = {}
     for i, text in enumerate(result.texts):
@@ -479,21 +677,26 @@ def extract(series: Any, fields: Any, *, template: str | None = None, **options:
     names = ", ".join((js.get("properties") or {}).keys())
     if template is None:
         template = EXTRACT.replace("{fields}", _escape(names))
-    plan = _plan(series, template, None)
-    result = _run(plan, label="extract", schema=fields, **options)
+    images = options.pop("images", None)
+    plan = _plan(series, template, None, images=images)
+    result = _go(plan, label="extract", schema=fields, cap=EXTRACT_MAX_TOKENS, **options)
+    if not isinstance(result, engine.BatchResult):  # estimate=True, or batch=True with wait=False
+        return _later(result, lambda r: extract(series, fields, template=template, images=images, _result=r,
+                                                **options))
     out = _schema_frame(plan, result, fields, series.index)
     result.raise_if_stopped()
     return out
 
 
 def summarize(series: Any, **options: Any) -> Any:
-    return prompt(series, SUMMARIZE, **options)
+    """Output capped in proportion to the input (SUMMARIZE_CAP) unless max_tokens= is given."""
+    return prompt(series, SUMMARIZE, _cap=SUMMARIZE_CAP, **options)
 
 
 def translate(series: Any, lang: str, **options: Any) -> Any:
     if not isinstance(lang, str) or not lang.strip():
         raise ConfigurationError("translate() needs a language, e.g. translate('French').")
-    return prompt(series, TRANSLATE.replace("{lang}", _escape(lang.strip())), **options)
+    return prompt(series, TRANSLATE.replace("{lang}", _escape(lang.strip())), _cap=TRANSLATE_CAP, **options)
 
 
 def sentiment(series: Any, **options: Any) -> Any:
@@ -503,14 +706,33 @@ def sentiment(series: Any, **options: Any) -> Any:
 def embed(series: Any, *, model: str | None = None, dimensions: int | None = None, connection: Any = None,
           cache: bool = True, progress: Any = True, concurrency: int | None = None, **_ignored: Any) -> Any:
     """One vector per value -> Series of numpy arrays (None where the value is missing)."""
-    import pandas as pd
-
     plan = _plan(series, "{}", None)
     texts = plan.render(range(0, plan.size))
+    if _ignored.get("estimate"):  # the Estimate of this run: nothing is sent
+        from foundry_magics.engine.estimate import estimate_embeddings
+
+        return estimate_embeddings(texts, connection=connection, model=model, dimensions=dimensions, cache=cache,
+                                   rows=plan.n, na_rows=plan.na_rows, batch_api=bool(_ignored.get("batch")))
+    if _ignored.get("batch"):  # through the Batch API: one text per line
+        from foundry_magics.engine.batch import submit_embeddings
+
+        job = submit_embeddings(texts, connection=connection, model=model, dimensions=dimensions, weights=plan.weights,
+                                rows=plan.n, na_rows=plan.na_rows, cache=cache, progress=_display(progress, batch=True),
+                                poll_interval=_ignored.get("poll_interval"),
+                                finish=lambda r: _vectors(plan, r, series))
+        return job.result() if _ignored.get("wait", True) else job
+    _online_only(_ignored.get("wait", True), _ignored.get("poll_interval"))
     result = engine.embed_texts(texts, connection=connection, model=model, dimensions=dimensions, cache=cache,
                                 progress=_display(progress), concurrency=min(concurrency or EMBED_CONCURRENCY, 4),
                                 weights=plan.weights,
                                 rows=plan.n, na_rows=plan.na_rows)
+    return _vectors(plan, result, series)
+
+
+def _vectors(plan: _Plan, result: engine.BatchResult, series: Any) -> Any:
+    """Per-distinct vectors -> a Series of numpy arrays on the series' index (None where NA / failed)."""
+    import pandas as pd
+
     _finish_report(plan, result, series.index)
     out = pd.Series(plan.spread(result.texts), index=series.index, name=series.name, dtype=object)
     result.raise_if_stopped()
@@ -533,12 +755,16 @@ def run_frame(df: Any, template: str, *, out: str, schema: Any = None, system: s
 
     if not isinstance(df, pd.DataFrame):
         raise ConfigurationError(f"--df needs a pandas DataFrame, got {type(df).__name__}.")
-    if not isinstance(out, str) or not out.strip():
+    if (not isinstance(out, str) or not out.strip()) and not options.get("estimate"):
         raise ConfigurationError("Name the output column: --out COL.")
-    out = out.strip()
-    plan = _plan(df, template, namespace)
-    result = _run(plan, label=out, system=system, model=model, connection=connection, concurrency=concurrency,
-                  rpm=rpm, tpm=tpm, cache=cache, progress=progress, schema=schema, **options)
+    out = (out or "").strip()
+    plan = _plan(df, template, namespace, images=options.pop("images", None))
+    result = _go(plan, label=out, system=system, model=model, connection=connection, concurrency=concurrency,
+                 rpm=rpm, tpm=tpm, cache=cache, progress=progress, schema=schema, **options)
+    if not isinstance(result, engine.BatchResult):  # estimate=True: an Estimate, nothing sent or written
+        return _later(result, lambda r: run_frame(df, template, out=out, schema=schema, system=system, model=model,
+                                                  connection=connection, cache=cache, progress=progress,
+                                                  namespace=namespace, _result=r, **options))
     if schema is not None:
         frame = _schema_frame(plan, result, schema, df.index, prefix=out)
         for name in frame.columns:

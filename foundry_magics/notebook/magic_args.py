@@ -47,6 +47,12 @@ class PromptArgs:
     concurrency: int | None = None
     rpm: float | None = None
     tpm: float | None = None
+    images: list[str] = field(default_factory=list)  # --image PATH|URL|VAR (repeatable); with --df a column
+    estimate: bool = False  # --estimate (DataFrame mode): the cost preview, nothing sent
+    batch: bool = False  # --batch (DataFrame mode): through the Batch API, half the price, within 24 h
+    models: list[str] | None = None  # -m A,B,C: compare these models side by side
+    agent: str | None = None  # --agent NAME[:VERSION] (a Foundry project's agent)
+    conversation: str | None = None  # --conversation NAME (a server-side conversation, kept by name)
     given: set[str] = field(default_factory=set)  # option names given explicitly (for messages)
 
 
@@ -98,6 +104,13 @@ def _text(flag: str, raw: str) -> str:
     return raw
 
 
+def _agent_name(flag: str, raw: str) -> str:
+    name, _, version = raw.strip().partition(":")
+    if not name or any(c.isspace() or c in "/?#" for c in name) or (":" in raw and not version.strip()):
+        raise UsageError(f"{flag} needs NAME or NAME:VERSION (e.g. helpdesk or helpdesk:2), got {raw!r}.")
+    return raw.strip()
+
+
 @dataclass
 class _Opt:
     flags: tuple[str, ...]
@@ -107,11 +120,12 @@ class _Opt:
     convert: Callable[[str, str], Any] = _text
     optional_value: bool = False  # `--chat [NAME]`
     const: Any = True  # the value a flag (or a bare optional) sets
+    repeat: bool = False  # may be given several times: the values are collected in a list
 
 
 CELL_OPTIONS: list[_Opt] = [
     _Opt(("-c", "--connection"), "connection", "NAME", "connection name or endpoint URL for this cell"),
-    _Opt(("-m", "--model"), "model", "NAME", "model / deployment name"),
+    _Opt(("-m", "--model"), "model", "NAME", "model / deployment name; A,B,C compares them side by side"),
     _Opt(("-s", "--system"), "system", "TEXT", "system prompt (quote it)"),
     _Opt(("--api",), "api", "chat|responses", "chat completions or the Responses API", _choice(APIS)),
     _Opt(("-t", "--temperature"), "temperature", "F", "sampling temperature, 0 to 2", _number(float, 0, 2)),
@@ -121,7 +135,7 @@ CELL_OPTIONS: list[_Opt] = [
          "with --df, the result column"),
     _Opt(("--chat",), "chat", "[NAME]", "continue conversation NAME (default \"default\")", optional_value=True,
          const="default"),
-    _Opt(("--new",), "new", None, "start the --chat conversation afresh"),
+    _Opt(("--new",), "new", None, "start the --chat (or --conversation) conversation afresh"),
     _Opt(("--no-stream",), "stream", None, "wait for the whole reply instead of streaming", const=False),
     _Opt(("--stream",), "stream", None, "stream the reply (the default unless %config says otherwise)"),
     _Opt(("--no-interpolate",), "interpolate", None, "send the cell exactly as written", const=False),
@@ -131,6 +145,15 @@ CELL_OPTIONS: list[_Opt] = [
     _Opt(("--concurrency",), "concurrency", "N", "DataFrame mode: requests in flight", _number(int, 1)),
     _Opt(("--rpm",), "rpm", "N", "DataFrame mode: requests per minute budget", _number(float, 0, lo_open=True)),
     _Opt(("--tpm",), "tpm", "N", "DataFrame mode: tokens per minute budget", _number(float, 0, lo_open=True)),
+    _Opt(("--image",), "images", "PATH|URL|VAR", "attach an image (repeatable); with --df, a column of them",
+         repeat=True),
+    _Opt(("--estimate",), "estimate", None, "DataFrame mode: what the run would send and cost; send nothing"),
+    _Opt(("--batch",), "batch", None, "DataFrame mode: through the Batch API (half the price, within 24 h); "
+         "Ctrl-C leaves the job running, the same cell again picks it up"),
+    _Opt(("--agent",), "agent", "NAME[:VER]", "run the Foundry project's agent NAME (`%foundry agents` lists them)",
+         _agent_name),
+    _Opt(("--conversation",), "conversation", "NAME", "continue the server-side conversation NAME (kept across "
+         "kernel restarts; --new starts it afresh)"),
 ]
 
 CONNECT_OPTIONS: list[_Opt] = [
@@ -147,7 +170,7 @@ HISTORY_OPTIONS: list[_Opt] = [
     _Opt(("-n",), "n", "N", "how many calls to show (default 10)", _number(int, 1)),
 ]
 
-_DF_ONLY = ("concurrency", "rpm", "tpm")
+_DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "batch")
 
 
 def _table(opts: list[_Opt]) -> dict[str, _Opt]:
@@ -208,6 +231,10 @@ class _Parser:
                 else:
                     raise UsageError(f"{'/'.join(opt.flags)} needs a value ({opt.metavar}).")
                 value = opt.convert(flag, raw)
+            if opt.repeat:
+                values.setdefault(opt.dest, []).append(value)
+                given.add(opt.dest)
+                continue
             if opt.dest in given and values.get(opt.dest) != value:
                 raise UsageError(f"{'/'.join(opt.flags)} is given twice with different values.")
             values[opt.dest] = value
@@ -225,10 +252,25 @@ def _is_negative_number(tok: str) -> bool:
 
 def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
     args = PromptArgs(prompt=prompt, given=given, **values)
-    if args.new and args.chat is None:
+    if args.conversation is not None:
+        if not args.conversation.strip():
+            raise UsageError("--conversation NAME needs a non-empty name.")
+        if args.chat is not None:
+            raise UsageError("--chat keeps a conversation in the notebook and --conversation one on the service: "
+                             "use one of them.")
+    if args.new and args.chat is None and args.conversation is None:
         args.chat = "default"
+    if (args.agent or args.conversation) and args.api == "chat":
+        raise UsageError("--agent and --conversation run on the Responses API: drop --api chat.")
     if args.chat is not None and not args.chat.strip():
         raise UsageError("--chat NAME needs a non-empty name.")
+    if args.model is not None and "," in args.model:
+        models = list(dict.fromkeys(m.strip() for m in args.model.split(",") if m.strip()))
+        if len(models) < 2:
+            raise UsageError(f"-m {args.model!r}: name two or more models to compare, separated by commas (-m A,B,C).")
+        if args.df is not None:
+            raise UsageError("-m A,B,C compares models on one prompt; DataFrame mode (--df) takes one model.")
+        args.models, args.model = models, None
     if args.df is None:
         extra = [f"--{d}" for d in _DF_ONLY if d in given]
         if extra:
@@ -237,9 +279,12 @@ def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
         if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
             raise UsageError(f"-o/--out needs a Python variable name, got {args.out!r}.")
     else:
-        if not args.out:
+        if not args.out and not args.estimate:
             raise UsageError("DataFrame mode needs --out COL: the column that receives the results.")
-        clash = [f for f, d in (("--chat", "chat"), ("--dry-run", "dry_run"), ("-f", "format")) if d in given]
+        if len(args.images) > 1:
+            raise UsageError("With --df, --image names one column (of paths, URLs or bytes per row).")
+        clash = [f for f, d in (("--chat", "chat"), ("--dry-run", "dry_run"), ("-f", "format"), ("--agent", "agent"),
+                                ("--conversation", "conversation")) if d in given]
         if clash:
             raise UsageError(f"{', '.join(clash)} cannot be used with --df (DataFrame mode).")
     return args
@@ -268,8 +313,9 @@ def _trim_body(cell: str) -> str:
     return "\n".join(lines).rstrip()
 
 
-SUBCOMMANDS = ("connect", "connections", "picker", "models", "use", "history", "usage", "chat", "emulator", "help")
-_NO_ARGS = ("connections", "picker", "models", "usage", "help")
+SUBCOMMANDS = ("connect", "connections", "picker", "models", "use", "history", "usage", "chat", "emulator", "help",
+               "agents", "batches")
+_NO_ARGS = ("connections", "picker", "models", "usage", "help", "agents", "batches")
 
 
 def parse_line(line: str) -> LineCommand | PromptArgs:

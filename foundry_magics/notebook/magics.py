@@ -38,8 +38,10 @@ HELP = """\
 | `%foundry models` | deployments / models of the current connection |
 | `%foundry use MODEL` | default model for this session (until the next connect) |
 | `%foundry history [-n N]` | recent calls from the history log |
-| `%foundry usage` | calls, tokens and time spent this session |
-| `%foundry chat show\\|reset\\|list [NAME]` | conversations kept by `--chat` |
+| `%foundry usage` | what this session sent (cells, DataFrame runs, embeddings, batches) by connection and model, with cost where prices are known |
+| `%foundry chat show\\|reset\\|list [NAME]` | conversations kept by `--chat` (and, by name, by `--conversation`) |
+| `%foundry agents` | agents of the current Foundry project: name, version, model, instructions |
+| `%foundry batches` | Batch API jobs recorded here (`--df DF --out COL --batch` submits one): id, status, counts |
 | `%foundry emulator start\\|stop\\|status` | the built-in offline emulator |
 
 Defaults: `%config FoundryMagics.format = "text"` (also `default_connection`, `stream`, `concurrency`,
@@ -129,6 +131,8 @@ class FoundryMagics(Magics):
         p = prompting.prompter()
         if args.df is not None:
             return self._frame(p, args)
+        if getattr(args, "models", None):
+            return self._compare(p, args)
         call = p.prepare(args, self._namespace(), self._settings())
         if call.notice:
             render.show(render.Note(call.notice, markdown=f"*ℹ {call.notice}*"))
@@ -140,6 +144,36 @@ class FoundryMagics(Magics):
         if args.out:
             self.shell.user_ns[args.out] = view.value
         return view
+
+    def _compare(self, p: Any, args: Any) -> Any:
+        """`-m A,B,C`: one request per model at once, the replies side by side (notebook.compare)."""
+        from foundry_magics.notebook import render
+        from foundry_magics.notebook.compare import _live_frontend, run_comparison
+
+        calls = p.prepare_compare(args, self._namespace(), self._settings())
+        if calls[0].notice:
+            render.show(render.Note(calls[0].notice, markdown=f"*ℹ {calls[0].notice}*"))
+        if args.dry_run:
+            for call in calls:
+                render.show(render.RequestView(p.dry_run(call)))
+            return None
+        live = calls[0].stream and _live_frontend()
+        comp = run_comparison(p, calls, live=live, fmt=calls[0].format)
+        self._show_model_notice()
+        if live:
+            _skip_echo(comp, self.shell)
+        if args.out:
+            self.shell.user_ns[args.out] = comp
+        return comp
+
+    def _show_model_notice(self) -> None:
+        """"Using the only model the server serves": said once per server (rest.base)."""
+        from foundry_magics.notebook import render
+        from foundry_magics.rest.base import pop_model_notice
+
+        notice = pop_model_notice()
+        if notice:
+            render.show(render.Note(notice, markdown=f"*ℹ {notice}*"))
 
     def _view(self, call: Any, text: str, **kw: Any) -> Any:
         """A ReplyView for `text` in the call's format (JSON parsed and checked, code extracted)."""
@@ -167,6 +201,7 @@ class FoundryMagics(Magics):
             view = render.ReplyView("", call.format, interrupted=True)
             render.show(view)
             return None
+        self._show_model_notice()
         p.finish(call, reply)
         view = self._view(call, reply.text, reply=reply)
         render.show(view)
@@ -178,10 +213,14 @@ class FoundryMagics(Magics):
         from foundry_magics.errors import FoundryError, StreamError
 
         stream = p.start_stream(call)  # builds the request: option errors raise here, before any display
-        live = render.LiveView(call.format, waiting=f"waiting for {call.model or 'the model'}…")
+        self._show_model_notice()
+        live = render.LiveView(call.format, waiting=f"waiting for {call.agent or call.model or 'the model'}…")
         try:
             for delta in p.iterate(call):
-                if delta.text:
+                if delta.tool_call is not None:  # an agent's tool at work: one line above the text
+                    live.tool(delta.tool_call)
+                    live.update(stream.text)
+                elif delta.text:
                     live.update(stream.text)
         except KeyboardInterrupt:
             partial = p.interrupted(call)
@@ -232,14 +271,23 @@ class FoundryMagics(Magics):
         from foundry_magics.frames.accessor import run_frame
 
         settings = self._settings()
+        extra: dict[str, Any] = {}
+        if args.images:  # --image COL: the column of paths / URLs / bytes per row
+            extra["images"] = args.images[0]
+        if args.estimate:
+            extra["estimate"] = True
+        if args.batch:  # the Batch API: Ctrl-C leaves the job running; the same cell again re-attaches
+            extra["batch"] = True
         report = run_frame(
             df, args.prompt, out=args.out, schema=resolve_schema(args.schema, namespace) if args.schema else None,
             system=args.system, model=args.model or p.default_model,
             connection=args.connection or settings.default_connection,
             concurrency=args.concurrency or settings.concurrency, rpm=args.rpm, tpm=args.tpm,
-            cache=settings.cache, progress=True, namespace=namespace,
+            cache=settings.cache, progress=True, namespace=namespace, **extra,
         )
         self._show_notice()
+        if args.estimate:
+            return report  # the fm.Estimate: shown as the cell's result; nothing was sent
         render.show(report)
         render.show(df.head())
         return None
@@ -264,6 +312,7 @@ class FoundryMagics(Magics):
         notice = session.pop_notice()
         if notice:
             render.show(render.Note(notice, markdown=f"*ℹ {notice}*"))
+        self._show_model_notice()
 
     def _cmd_help(self, cmd: Any) -> None:
         from foundry_magics.notebook import render
@@ -338,6 +387,12 @@ class FoundryMagics(Magics):
                 latency=f"{r['latency']:.2f} s" if r["latency"] is not None else "",
                 prompt=_short(r["prompt"]), reply=_short(r["reply"] or r["error"] or ""),
             ))
+            if r.get("agent"):  # an agent answered: which one, in which conversation
+                rows[-1].update(agent=r["agent"], conversation=r.get("conversation") or "")
+        if any("agent" in row for row in rows):
+            for row in rows:
+                row.setdefault("agent", "")
+                row.setdefault("conversation", "")
         render.show(render.Table(rows, title="History (newest first)", empty="No calls logged yet."))
 
     def _cmd_usage(self, cmd: Any) -> None:
@@ -345,27 +400,52 @@ class FoundryMagics(Magics):
         from foundry_magics.notebook import render
 
         rows = prompting.prompter().usage.rows()
-        for r in rows:
-            r["seconds"] = f"{r['seconds']:.2f}"
-        cols = ["connection", "model", "calls", "errors", "interrupted", "input_tokens", "output_tokens", "seconds"]
-        render.show(render.Table(rows, cols, title="Usage this session"))
+        render.show(render.usage_table(rows))
 
     def _cmd_chat(self, cmd: Any) -> None:
         from foundry_magics.notebook import prompting
         from foundry_magics.notebook import render
 
         action, name = cmd.args
-        convs = prompting.prompter().conversations
+        p = prompting.prompter()
+        convs = p.conversations
         if action == "list":
-            rows = [{"name": n, "turns": convs.get(n).turns} for n in convs.names()]
-            render.show(render.Table(rows, ["name", "turns"], title="Conversations", empty="No conversations yet."))
+            rows = [{"name": n, "turns": convs.get(n).turns, "kept": "in the notebook", "conversation": "",
+                     "agent": ""} for n in convs.names()]
+            rows += [dict(r, kept="on the service") for r in p.server_conversations.rows()]
+            render.show(render.Table(rows, ["name", "turns", "kept", "conversation", "agent"], title="Conversations",
+                                     empty="No conversations yet."))
         elif action == "reset":
             had = convs.reset(name)
-            render.show(render.Note(f"Conversation {name!r} " + ("reset." if had else "was already empty.")))
+            forgot = p.forget_server_conversation(name, self._settings())
+            text = f"Conversation {name!r} " + ("reset." if had or forgot else "was already empty.")
+            if forgot:
+                text += " The next --conversation turn starts a new one (the old one stays on the service)."
+            render.show(render.Note(text))
         else:
-            conv = convs.get(name)
-            md = conv.transcript()
+            found = p.server_conversation(name, self._settings())
+            if found is not None:
+                from foundry_magics.notebook.agents import transcript
+
+                md = transcript(name, found[1], found[0])
+            else:
+                md = convs.get(name).transcript()
             render.show(render.Note(md.replace("**", "").replace("*", ""), markdown=md))
+
+    def _cmd_agents(self, cmd: Any) -> None:
+        from foundry_magics.notebook import prompting
+        from foundry_magics.notebook import render
+        from foundry_magics.notebook.agents import AGENT_COLUMNS
+
+        found = prompting.prompter().agents(settings=self._settings())
+        render.show(render.Table([a.row() for a in found], list(AGENT_COLUMNS), title="Agents",
+                                 empty="The project has no agents yet (create one in the Foundry portal)."))
+
+    def _cmd_batches(self, cmd: Any) -> None:
+        from foundry_magics.engine.batch import job_rows
+        from foundry_magics.notebook import render
+
+        render.show(render.batch_jobs_table(job_rows()))
 
     def _cmd_emulator(self, cmd: Any) -> None:
         from foundry_magics import emulator

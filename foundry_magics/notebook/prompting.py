@@ -24,15 +24,17 @@ from foundry_magics.connections import session
 from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
 from foundry_magics.rest.client import CallRecord, FoundryClient, Stream
 from foundry_magics.connections.connection import Connection
+from foundry_magics.notebook.agents import ServerConversations
 from foundry_magics.notebook.conversations import Conversations
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.notebook.interpolate import interpolate
 from foundry_magics.rest.models import Reply
 from foundry_magics.rest.schemas import to_json_schema, validate
-from foundry_magics.store.history import History, SessionUsage
+from foundry_magics.store.history import History
+from foundry_magics.store.usage import session_usage
 
 __all__ = ["Settings", "Call", "Prompter", "prompter", "reset", "resolve_schema", "parse_json_reply", "interpret_json",
-           "extract_code"]
+           "extract_code", "resolve_images", "usage"]
 
 log = logging.getLogger("foundry_magics")
 
@@ -66,6 +68,8 @@ class Call:
     schema: dict[str, Any] | None = None
     settings: Settings = field(default_factory=Settings)
     notice: str | None = None  # one-time notice to show (emulator fallback)
+    agent: str | None = None  # --agent NAME[:VERSION]
+    conversation: str | None = None  # --conversation NAME: a server-side conversation, by local name
     # filled while running
     live: Stream | None = None
     recorded: bool = False
@@ -81,8 +85,9 @@ class Prompter:
 
     def __init__(self, history: History | None = None) -> None:
         self.conversations = Conversations()
+        self.server_conversations = ServerConversations()  # --conversation NAME (notebook/agents.py)
         self.history = history or History()
-        self.usage = SessionUsage()
+        self.usage = session_usage()  # the process's: DataFrame runs and batches count there too
         self.default_model: str | None = None
         self._clients: dict[tuple[Any, ...], FoundryClient] = {}
         self._lock = threading.RLock()
@@ -108,6 +113,7 @@ class Prompter:
         for c in clients:
             c.close()
         self.history.close()
+        self.server_conversations.close()
 
     # ------------------------------------------------------------------ connections & clients
 
@@ -132,6 +138,32 @@ class Prompter:
                 self._clients[key] = client
             return client
 
+    def agents(self, name: str | None = None, settings: Settings | None = None) -> list[Any]:
+        """`%foundry agents`: the agents of the project (-c NAME, else the current connection)."""
+        settings = settings or Settings()
+        conn = self.resolve_connection(name, settings)
+        return self.client(conn, settings).agents()
+
+    def server_conversation(self, name: str, settings: Settings | None = None) -> tuple[Any, list[Any]] | None:
+        """`%foundry chat show NAME` of a server-side conversation: (what is saved, its items from
+        the service), or None when NAME is not a server conversation of the current connection."""
+        if not any(c.name == name for c in self.server_conversations.store.all()):
+            return None  # (no connection is resolved for a name kept only in the notebook)
+        settings = settings or Settings()
+        conn = self.resolve_connection(None, settings)
+        saved = self.server_conversations.lookup(name, conn)
+        if saved is None:
+            return None
+        return saved, self.client(conn, settings).conversation_items(saved.conversation_id)
+
+    def forget_server_conversation(self, name: str, settings: Settings | None = None) -> bool:
+        """`%foundry chat reset NAME`: forget which server conversation NAME stands for (on the
+        current connection's endpoint); the conversation itself stays on the service."""
+        if not any(c.name == name for c in self.server_conversations.store.all()):
+            return False
+        conn = self.resolve_connection(None, settings or Settings())
+        return self.server_conversations.forget(name, conn)
+
     def models(self, name: str | None = None, settings: Settings | None = None) -> list[str]:
         settings = settings or Settings()
         conn = self.resolve_connection(name, settings)
@@ -151,13 +183,19 @@ class Prompter:
             raise ConfigurationError("The prompt is empty.", hint="Write the prompt in the cell body, under %%foundry.")
         schema = resolve_schema(args.schema, namespace) if args.schema else None
         conn = self.resolve_connection(args.connection, settings)
-        api = args.api or conn.api
+        agent, server_conv = getattr(args, "agent", None), getattr(args, "conversation", None)
+        api = "responses" if agent or server_conv else (args.api or conn.api)
         fmt = args.format or ("json" if schema is not None else settings.format)
         stream = settings.stream if args.stream is None else args.stream
-        model = args.model or self.default_model or None
+        model = args.model or (None if agent else self.default_model) or None  # an agent brings its model
         kwargs: dict[str, Any] = {"model": model, "temperature": args.temperature, "max_tokens": args.max_tokens,
                                   "schema": schema}
-        if args.chat:
+        if agent:
+            kwargs["agent"] = agent
+        if server_conv:
+            kwargs["system"] = system
+            kwargs["conversation"] = self.server_conversations.conversation_for(server_conv, conn, fresh=bool(args.new))
+        elif args.chat:
             # --new: built as if empty; the old turns are forgotten only once the reply arrives
             # (a dry run or a failed call leaves the conversation as it was).
             if api == "chat":
@@ -169,6 +207,9 @@ class Prompter:
             kwargs["system"] = system
         if api == "responses" and "input" not in kwargs:
             kwargs["input"] = prompt
+        images = resolve_images(getattr(args, "images", None) or [], namespace)
+        if images:
+            kwargs["images"] = images
         if fmt == "json" and schema is None:
             kwargs["extra_body"] = json_mode(api)
             if "json" not in (prompt + " " + (kwargs.get("system") or "")).lower():
@@ -177,7 +218,25 @@ class Prompter:
         kwargs = {k: v for k, v in kwargs.items() if v is not None and v != []}
         notice = session.pop_notice()
         return Call(conn, api, prompt, kwargs, stream, fmt, chat=args.chat, new=bool(args.new), schema=schema,
-                    settings=settings, notice=notice)
+                    settings=settings, notice=notice, agent=agent, conversation=server_conv)
+
+    def prepare_compare(self, args: Any, namespace: Mapping[str, Any], settings: Settings) -> list[Call]:
+        """`-m A,B,C`: one Call per model (with --chat, each model its own conversation NAME@MODEL).
+        Images are read once and shared by the calls."""
+        import copy
+
+        models = list(getattr(args, "models", None) or [])
+        if len(models) < 2:
+            raise ConfigurationError("Name two or more models to compare.", hint="-m gpt-4.1-mini,gpt-4o")
+        images = resolve_images(getattr(args, "images", None) or [], namespace)
+        calls = []
+        for model in models:
+            one = copy.copy(args)
+            one.model, one.models, one.images = model, None, images
+            if getattr(args, "chat", None):
+                one.chat = f"{args.chat}@{model}"
+            calls.append(self.prepare(one, namespace, settings))
+        return calls
 
     def _client_args(self, call: Call) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if call.api == "responses":
@@ -197,6 +256,8 @@ class Prompter:
     def send(self, call: Call) -> Reply:
         """Send without streaming; returns the Reply (errors raise, and are logged)."""
         client = self.client(call.connection, call.settings)
+        if call.conversation:  # a first turn (or --new) creates the server conversation now
+            self.server_conversations.materialize(call.conversation, call.connection, client, call.kwargs)
         args, kwargs = self._client_args(call)
         method = client.respond if call.api == "responses" else client.chat
         call.started = time.perf_counter()
@@ -209,6 +270,8 @@ class Prompter:
     def start_stream(self, call: Call) -> Stream:
         """A Stream to iterate (in this thread). `.text` is the text so far; `.reply` at the end."""
         client = self.client(call.connection, call.settings)
+        if call.conversation:
+            self.server_conversations.materialize(call.conversation, call.connection, client, call.kwargs)
         args, kwargs = self._client_args(call)
         method = client.respond if call.api == "responses" else client.chat
         call.started = time.perf_counter()
@@ -231,6 +294,9 @@ class Prompter:
 
     def finish(self, call: Call, reply: Reply) -> Reply:
         """After a complete reply: continue the conversation."""
+        if call.conversation:
+            self.server_conversations.record(call.conversation, call.connection,
+                                             reply.conversation or call.kwargs["conversation"], call.agent)
         if call.chat:
             self.conversations.record(
                 call.chat, call.prompt, reply.text, system=call.kwargs.get("system"),
@@ -275,7 +341,7 @@ class Prompter:
             return
         partial = call.live.text if call is not None and call.live is not None and rec.reply is None else None
         try:
-            self.history.record(rec, conversation=call.chat if call else None, partial=partial,
+            self.history.record(rec, conversation=(call.chat or call.conversation) if call else None, partial=partial,
                                 secrets=_secrets_of(call.connection if call else None))
         except Exception as exc:  # a full disk or a locked file must not break the call itself
             log.warning("Could not write the history log: %s", exc)
@@ -333,6 +399,25 @@ def resolve_schema(spec: Any, namespace: Mapping[str, Any]) -> dict[str, Any]:
     return to_json_schema(value)
 
 
+def resolve_images(specs: Any, namespace: Mapping[str, Any]) -> list[str]:
+    """`--image PATH|URL|VAR` values -> the URLs to send (files read once, here): a name of a
+    notebook variable (holding a path, URL, bytes, a PIL image or a list of them) is that
+    variable; anything else is a path or a URL. Errors name the image and the fix."""
+    from foundry_magics.rest.images import image_urls, is_image_value
+
+    out: list[str] = []
+    for spec in specs:
+        value: Any = spec
+        if isinstance(spec, str) and spec.isidentifier() and spec in namespace:
+            value = namespace[spec]
+            if not (is_image_value(value) or isinstance(value, (list, tuple))):
+                raise ConfigurationError(
+                    f"--image {spec}: the variable holds a {type(value).__name__}, not an image.",
+                    hint="Give it a path, an http(s) URL, bytes or a PIL image (or a list of them).")
+        out.extend(image_urls(value))
+    return out
+
+
 JSON_NUDGE = "Reply with a JSON object."
 
 
@@ -388,9 +473,26 @@ def prompter() -> Prompter:
 
 
 def reset() -> None:
-    """Forget the process-wide Prompter (closing its clients); the next prompter() starts afresh."""
+    """Forget the process-wide Prompter (closing its clients) and the session's usage; the
+    next prompter() starts afresh."""
     global _instance
     with _instance_lock:
         inst, _instance = _instance, None
+    session_usage().reset()
     if inst is not None:
         inst.close()
+
+
+def usage() -> Any:
+    """`fm.usage()`: what this session sent - cells, comparisons, DataFrame runs, embeddings,
+    batches - as a pandas DataFrame, one row per (connection, model): calls, runs, rows,
+    requests, cache_hits, errors, interrupted, input_tokens, output_tokens, seconds, and cost
+    (NaN where no price is known; `fm.set_prices`). `.sum()` gives the totals."""
+    import pandas as pd
+
+    from foundry_magics.store.usage import COLUMNS
+
+    rows = session_usage().rows(total=False)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["cost"] = pd.to_numeric(frame["cost"], errors="coerce").astype("float64")
+    return frame

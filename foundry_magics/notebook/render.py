@@ -17,7 +17,8 @@ from foundry_magics.rest.models import Reply
 
 __all__ = [
     "ReplyView", "LiveView", "ErrorView", "Table", "RequestView", "Note",
-    "show", "show_error", "put_code_in_next_cell", "UPDATE_INTERVAL",
+    "show", "show_error", "put_code_in_next_cell", "UPDATE_INTERVAL", "usage_table",
+    "BatchProgress", "batch_progress", "batch_jobs_table",
 ]
 
 UPDATE_INTERVAL = 0.1  # seconds between live updates: at most 10 per second
@@ -35,10 +36,138 @@ def show(obj: Any) -> None:
 
 def _meta(reply: Any, *, interrupted: bool = False, extra: Sequence[str] = ()) -> list[str]:
     bits: list[str] = list(reply.meta_bits()) if reply is not None else []
+    cost = _cost_bit(reply)
+    if cost:
+        bits.append(cost)
     if interrupted:
         bits.append("interrupted")
     bits.extend(extra)
     return bits
+
+
+def _cost_bit(reply: Any) -> str:
+    """The cost of a reply where its model's price is known (fm.set_prices / prices.toml), else ""."""
+    usage = getattr(reply, "usage", None)
+    if usage is None or not usage.total_tokens:
+        return ""
+    try:
+        from foundry_magics.store.prices import cost, format_cost
+
+        return format_cost(cost(reply.model, usage.input_tokens, usage.output_tokens))
+    except Exception:  # noqa: BLE001 - a broken prices.toml must not hide the reply; `fm.set_prices` says why
+        return ""
+
+
+def usage_table(rows: Sequence[Mapping[str, Any]]) -> "Table":
+    """`%foundry usage`: one row per connection and model, then the total; cost where priced."""
+    from foundry_magics.store.prices import format_cost
+
+    shown = []
+    for r in rows:
+        d = dict(r)
+        d["seconds"] = f"{r.get('seconds', 0.0):.2f}"
+        d["cost"] = format_cost(r.get("cost")) if r.get("cost") is not None else "?"
+        shown.append(d)
+    cols = ["connection", "model", "calls", "runs", "rows", "requests", "cache_hits", "errors", "interrupted",
+            "input_tokens", "output_tokens", "seconds", "cost"]
+    title = "Usage this session (calls: cells and comparisons; runs: DataFrame runs, embeddings, batches)"
+    if any(r.get("cost") is None and r.get("connection") != "total" for r in rows):
+        title += " · cost ?: no price known (fm.set_prices or prices.toml)"
+    return Table(shown, cols, title=title)
+
+
+# ------------------------------------------------------------------------------ agents: tools and sources
+
+TOOL_MARK = "🔧"
+_TOOL_NAMES = {"web_search_call": "web search", "file_search_call": "file search",
+               "code_interpreter_call": "code interpreter", "mcp_call": "MCP", "mcp_list_tools": "MCP",
+               "function_call": "function", "function_call_output": "function output",
+               "image_generation_call": "image generation", "computer_call": "computer"}
+
+
+def _tool_words(tc: Any) -> tuple[str, str, str]:
+    name = _TOOL_NAMES.get(tc.type, tc.type.replace("_call", "").replace("_", " "))
+    status = tc.status if tc.status and tc.status != "completed" else ""
+    return name, getattr(tc, "detail", "") or "", status
+
+
+def tool_line(tc: Any) -> str:
+    """One short line for a tool call: `🔧 web search: searched the web for “…”` (+ its status if unusual)."""
+    name, detail, status = _tool_words(tc)
+    line = f"{TOOL_MARK} {name}" + (f": {detail}" if detail else "")
+    return line + (f" ({status})" if status else "")
+
+
+def _tools_md(tools: Sequence[Any]) -> str:
+    """Tool calls above the text: one line each (markdown hard breaks), then a blank line."""
+    if not tools:
+        return ""
+    lines = []
+    for tc in tools:
+        name, detail, status = _tool_words(tc)
+        line = f"{TOOL_MARK} *{_md_escape(name)}*" + (f" — {_md_escape(detail)}" if detail else "")
+        lines.append(line + (f" ({status})" if status else ""))
+    return "<sub>" + "<br>".join(lines) + "</sub>\n\n"
+
+
+def _md_escape(text: str) -> str:
+    return "".join("\\" + c if c in "\\`*_[]<>|" else c for c in text)
+
+
+def _link_url(url: Any) -> str | None:
+    """An http(s) URL made safe for a markdown link target, else None (never a javascript: link)."""
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+        return None
+    return "".join({" ": "%20", "(": "%28", ")": "%29", "<": "%3C", ">": "%3E", '"': "%22"}.get(c, c) for c in url)
+
+
+def with_citation_marks(text: str, citations: Sequence[Any]) -> str:
+    """The text with a clickable `[n]` after each cited span (where the service said where)."""
+    marks = sorted(((c.end, c) for c in citations if isinstance(getattr(c, "end", None), int)
+                    and 0 <= c.end <= len(text)), key=lambda m: m[0], reverse=True)
+    for end, c in marks:
+        url = _link_url(c.url)
+        mark = f"[[{c.n}]]({url})" if url else f"[{c.n}]"
+        text = text[:end] + mark + text[end:]
+    return text
+
+
+def _citations_md(citations: Sequence[Any]) -> str:
+    """Numbered footnotes with clickable links (files by name)."""
+    if not citations:
+        return ""
+    lines = []
+    for c in citations:
+        url = _link_url(c.url)
+        title = _md_escape(str(c.title))
+        file_id = getattr(c, "file_id", None)
+        lines.append(f"{c.n}. [{title}]({url})" if url else f"{c.n}. {title} (file{': ' + file_id if file_id else ''})")
+    return "\n\n**Sources**\n\n" + "\n".join(lines)
+
+
+def _citations_plain(citations: Sequence[Any]) -> str:
+    if not citations:
+        return ""
+    return "\n\nSources:\n" + "\n".join(f"[{c.n}] {c.title}" + (f" — {c.url}" if c.url else " (file)")
+                                         for c in citations)
+
+
+def _citations_html(citations: Sequence[Any]) -> str:
+    if not citations:
+        return ""
+    items = []
+    for c in citations:
+        url = _link_url(c.url)
+        title = html.escape(str(c.title))
+        items.append(f'<li><a href="{html.escape(url)}" target="_blank" rel="noopener">{title}</a></li>' if url
+                     else f"<li>{title} (file)</li>")
+    return "<div><b>Sources</b><ol>" + "".join(items) + "</ol></div>"
+
+
+def _tools_html(tools: Sequence[Any]) -> str:
+    if not tools:
+        return ""
+    return "".join(f'<div style="opacity:.7;font-size:smaller">{html.escape(tool_line(tc))}</div>' for tc in tools)
 
 
 def _fenced(text: str, lang: str = "") -> str:
@@ -88,6 +217,12 @@ class ReplyView(Reply):
             meta.update(model=r.model, input_tokens=r.usage.input_tokens, output_tokens=r.usage.output_tokens,
                         latency=r.latency, emulated=r.emulated, connection=r.connection,
                         finish_reason=r.finish_reason, id=r.id)
+            if r.agent or r.conversation:
+                meta.update(agent=r.agent, conversation=r.conversation)
+            if r.tool_calls:
+                meta["tool_calls"] = [{"type": t.type, "id": t.id, "status": t.status} for t in r.tool_calls]
+            if r.citations:
+                meta["citations"] = [{"n": c.n, "title": c.title, "url": c.url} for c in r.citations]
         if self.error is not None:
             meta["error"] = type(self.error).__name__
         return {"foundry_magics": meta}
@@ -143,15 +278,16 @@ class ReplyView(Reply):
         elif fmt == "code" and "```" not in text:
             body = _fenced(text)
         else:
-            body = text
-        return body + self._status_md()
+            body = with_citation_marks(text, self.citations) if fmt == "markdown" else text
+        return _tools_md(self.tool_calls) + body + _citations_md(self.citations) + self._status_md()
 
     def plain(self) -> str:
         if self.format == "json" and self.parse_error is None and self.parsed is not None:
             body = json.dumps(self.parsed, indent=2, ensure_ascii=False)
         else:
             body = self.text
-        return body + self._status_plain()
+        tools = "".join(tool_line(tc) + "\n" for tc in self.tool_calls)
+        return tools + (("\n" + body) if tools else body) + _citations_plain(self.citations) + self._status_plain()
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
@@ -165,7 +301,8 @@ class ReplyView(Reply):
             data["application/json"] = self.parsed if isinstance(self.parsed, (dict, list)) else {"value": self.parsed}
             data["text/markdown"] = self.markdown()
         elif self.format == "html" and clean:
-            data["text/html"] = _strip_fence(self.text, "html") + _meta_html(self.reply)
+            data["text/html"] = (_tools_html(self.tool_calls) + _strip_fence(self.text, "html")
+                                 + _citations_html(self.citations) + _meta_html(self.reply))
         else:
             data["text/markdown"] = self.markdown()
         return data, self.metadata()
@@ -222,14 +359,21 @@ class LiveView:
         self.first_update_at: float | None = None
         self._last = float("-inf")
         self._pending: str | None = None
+        self.tools: list[Any] = []  # an agent's tool calls so far, shown one line each above the text
         self.handle = display({"text/plain": waiting, "text/markdown": f"*{waiting}*"}, raw=True, display_id=True)
 
+    def tool(self, tc: Any) -> None:
+        """A tool call started: its line goes above the text from the next update on."""
+        self.tools.append(tc)
+        self._last = float("-inf")  # show it at once
+
     def _bundle(self, text: str) -> dict[str, str]:
+        head_md, head = _tools_md(self.tools), "".join(tool_line(tc) + "\n" for tc in self.tools)
         if self.format in ("markdown", "code"):
-            return {"text/plain": text + CURSOR, "text/markdown": text + CURSOR}
+            return {"text/plain": head + text + CURSOR, "text/markdown": head_md + text + CURSOR}
         if self.format == "json":
-            return {"text/plain": text + CURSOR, "text/markdown": _fenced(text + CURSOR, "json")}
-        return {"text/plain": text + CURSOR, "text/markdown": _fenced(text + CURSOR)}
+            return {"text/plain": head + text + CURSOR, "text/markdown": head_md + _fenced(text + CURSOR, "json")}
+        return {"text/plain": head + text + CURSOR, "text/markdown": head_md + _fenced(text + CURSOR)}
 
     def update(self, text: str) -> bool:
         """Show `text` if the last update is at least `interval` old; True if it did."""
@@ -273,6 +417,7 @@ def _split_error(exc: BaseException) -> tuple[str, str | None]:
 _TITLES = {
     "UsageError": "Bad option",
     "ConfigurationError": "Configuration problem",
+    "ImageError": "Image problem",
     "MissingKeyError": "Missing API key",
     "ConnectionFailed": "Cannot reach the endpoint",
     "TimeoutError": "Timed out",
@@ -405,7 +550,8 @@ class RequestView(dict):
 
     @property
     def request(self) -> dict[str, Any]:
-        return self
+        """What is shown: the request, with inline images (base64, often megabytes) described."""
+        return _described_images(dict(self))
 
     def plain(self) -> str:
         r = self.request
@@ -428,9 +574,62 @@ class RequestView(dict):
         return self.plain()
 
 
+def _described_images(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _described_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_described_images(v) for v in value]
+    if isinstance(value, str) and value.startswith("data:") and len(value) > 200:
+        from foundry_magics.rest.images import describe_image
+
+        return f"{value[:value.find(',') + 1]}… ({describe_image(value)})"
+    return value
+
+
 def put_code_in_next_cell(ipython: Any, code: str) -> bool:
     """`-f code`: open a new cell below holding `code` (Jupyter), or prefill the next prompt."""
     if ipython is None or not code.strip():
         return False
     ipython.set_next_input(code, replace=False)
     return True
+
+
+# ------------------------------------------------------------------------------ Batch API jobs
+
+
+class BatchProgress:
+    """The progress bar of a Batch API job: the run's bar (notebook.progress), its label
+    followed by the job's own status (`validating`, `in_progress`, ...) as the polls report it."""
+
+    def __init__(self, total: int, label: str) -> None:
+        from foundry_magics.notebook.progress import make
+
+        self.inner = make(total, label)
+        self.label = label
+        self.status = ""
+
+    def update(self, snap: Any) -> None:
+        status = getattr(snap, "status", "") or ""
+        if status and status != self.status:
+            self.status = status
+            self.inner.label = f"{self.label} · batch {status}"
+            bar = getattr(self.inner, "bar", None)
+            if bar is not None:
+                bar.set_description_str(self.inner.label, refresh=False)
+        self.inner.update(snap)
+
+    def close(self, report: Any) -> None:
+        self.inner.close(report)
+
+
+def batch_progress(total: int, label: str) -> BatchProgress:
+    """The display factory for Batch API jobs (the engine calls it as `progress(total, label)`)."""
+    return BatchProgress(total, label)
+
+
+def batch_jobs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """`%foundry batches`: the recorded Batch API jobs, newest first."""
+    from foundry_magics.engine.batch import JOB_COLUMNS
+
+    return Table(rows, [c for c in JOB_COLUMNS if c != "collected"], title="Batch API jobs (newest first)",
+                 empty="No Batch API jobs recorded here yet: df.foundry.prompt(..., batch=True) submits one.")

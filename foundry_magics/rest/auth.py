@@ -5,7 +5,11 @@ variable the connection names. A missing key fails here, before anything is sent
 Entra tokens are cached and refreshed 5 minutes before they expire; one lock makes the
 refresh safe from threads, and the async flow runs a synchronous credential in a worker
 thread so it never blocks the event loop. A 401 on a cached token refreshes it once and
-retries the request once.
+retries the request once. A 401 that names the token's audience (the resource a token is for,
+e.g. "audience is incorrect (https://cognitiveservices.azure.com)") is a token for the wrong
+scope instead: one retry with the other documented scope (Azure OpenAI's
+`https://cognitiveservices.azure.com/.default` <-> a project's `https://ai.azure.com/.default`),
+then one readable AuthError that names the scopes tried and the role to ask for.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
 import threading
 import time
 from typing import Any, AsyncGenerator, Generator
@@ -20,7 +25,15 @@ from typing import Any, AsyncGenerator, Generator
 import httpx
 
 from foundry_magics.connections.connection import Connection
-from foundry_magics.defaults import DEFAULT_SCOPE, REDACTED, TOKEN_REFRESH_MARGIN
+from foundry_magics.defaults import (
+    AI_SCOPE,
+    COGNITIVE_SCOPE,
+    DEFAULT_SCOPE,
+    OPENAI_ROLE,
+    PROJECT_ROLE,
+    REDACTED,
+    TOKEN_REFRESH_MARGIN,
+)
 from foundry_magics.errors import AuthError, MissingKeyError, first_line
 
 __all__ = ["KeyAuth", "EntraAuth", "NoAuth", "auth_for", "resolve_key", "ENTRA_HINT"]
@@ -104,8 +117,11 @@ class NoAuth(httpx.Auth):
 class EntraAuth(httpx.Auth):
     """Bearer tokens from a `TokenCredential` (default: azure-identity's DefaultAzureCredential)."""
 
-    def __init__(self, scope: str, credential: Any = None) -> None:
+    def __init__(self, scope: str, credential: Any = None, *, role: str | None = None) -> None:
         self.scope = scope
+        self.role = role or OPENAI_ROLE  # the role to name when the endpoint refuses the token
+        self.scopes_tried = [scope]
+        self._proven = False  # the current token has been accepted at least once
         self._credential = credential
         self._token: str | None = None
         self._expires_on = 0.0
@@ -144,6 +160,7 @@ class EntraAuth(httpx.Auth):
         if not value:
             raise AuthError("The credential returned no token.", status=0, hint=ENTRA_HINT)
         self._token = value
+        self._proven = False
         self._expires_on = float(getattr(token, "expires_on", 0) or 0)
         self.refreshes += 1
         return value
@@ -185,6 +202,51 @@ class EntraAuth(httpx.Auth):
                 return self._store(got)
         return await asyncio.to_thread(self.token, stale=stale)
 
+    # -- a token for the wrong audience -------------------------------------------------
+
+    @property
+    def other_scope(self) -> str | None:
+        """The other documented scope for Foundry / Azure OpenAI, or None for a custom scope."""
+        return {COGNITIVE_SCOPE: AI_SCOPE, AI_SCOPE: COGNITIVE_SCOPE}.get(self.scope)
+
+    def accepted(self) -> None:
+        """The endpoint accepted the current token (the aiohttp path says so after a success)."""
+        self._proven = True
+
+    def wrong_audience(self, text: str, headers: Any = None) -> bool:
+        """A 401 for a token that was never accepted, naming the audience: the scope is wrong (a
+        token that worked before and is refused now has expired or been revoked: refresh it)."""
+        return not self._proven and self.names_audience(text, headers)
+
+    @staticmethod
+    def names_audience(text: str, headers: Any = None) -> bool:
+        """Whether a 401 says the token is for the wrong audience (it names one: a documented
+        resource URL or the word audience with a URL), and not merely that it expired."""
+        low = (text or "").lower()
+        www = str((headers or {}).get("www-authenticate", "")).lower() if headers is not None else ""
+        if "expired" in www or "expiredauthenticationtoken" in low.replace(" ", ""):
+            return False
+        return bool(_AUDIENCE.search(low))
+
+    def switch_scope(self) -> bool:
+        """Use the other documented scope from now on (once per client): True if there was one to try."""
+        with self._lock:
+            other = self.other_scope
+            if other is None or other in self.scopes_tried:
+                return False
+            self.scope = other
+            self.scopes_tried.append(other)
+            self._token, self._expires_on = None, 0.0
+            return True
+
+    def failure_hint(self) -> str:
+        """The fix for a token the endpoint refused: the scope(s) tried and the role to ask for."""
+        tried = " and ".join(self.scopes_tried)
+        return (f"The endpoint refused the Entra ID token for {tried}. Check that your identity has the "
+                f"'{self.role}' role on the resource (Azure portal > Access control (IAM)), and that the connection's "
+                f"scope is the one the endpoint expects (Azure OpenAI: {COGNITIVE_SCOPE}; projects: {AI_SCOPE}); "
+                "`az login` again if you switched accounts.")
+
     # -- flows: httpx's (sync client, httpx transports) and plain headers (aiohttp) ---
 
     refreshable = True  # a 401 on a cached token: fetch a new one and send again, once
@@ -198,18 +260,41 @@ class EntraAuth(httpx.Auth):
         token = self.token()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
-        if response.status_code == 401:
+        if response.status_code != 401:
+            self._proven = True
+        else:
+            response.read()  # a 401 body is small: it says whether the audience is the problem
+            if self.wrong_audience(response.text, response.headers):
+                if self.switch_scope():
+                    request.headers["Authorization"] = f"Bearer {self.token()}"
+                    response = yield request
+                    self._proven = response.status_code != 401
+                return
             request.headers["Authorization"] = f"Bearer {self.token(stale=token)}"
-            yield request
+            response = yield request
+            self._proven = response.status_code != 401
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         token = await self.atoken()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
-        if response.status_code == 401:
+        if response.status_code != 401:
+            self._proven = True
+        else:
+            await response.aread()
+            if self.wrong_audience(response.text, response.headers):
+                if self.switch_scope():
+                    request.headers["Authorization"] = f"Bearer {await self.atoken()}"
+                    response = yield request
+                    self._proven = response.status_code != 401
+                return
             request.headers["Authorization"] = f"Bearer {await self.atoken(stale=token)}"
-            yield request
+            response = yield request
+            self._proven = response.status_code != 401
 
+
+# "audience" next to a URL, or one of the documented resources named outright.
+_AUDIENCE = re.compile(r"audience[^.]{0,80}https?://|https://(?:cognitiveservices\.azure\.com|ai\.azure\.com)\b")
 
 ENTRA_HINT = (
     "Sign in with `az login` (or set AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET), "
@@ -224,4 +309,4 @@ def auth_for(conn: Connection, credential: Any = None) -> httpx.Auth:
     if conn.auth == "key":
         return KeyAuth(resolve_key(conn), conn.key_header)
     scope = conn.scope or DEFAULT_SCOPE
-    return EntraAuth(scope, credential)
+    return EntraAuth(scope, credential, role=PROJECT_ROLE if conn.kind == "foundry-project" else OPENAI_ROLE)

@@ -16,6 +16,7 @@ import codecs
 import contextlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ from foundry_magics.defaults import (
     USER_AGENT,
 )
 from foundry_magics.errors import (
+    AuthError,
     ConfigurationError,
     ConnectionFailed,
     FoundryError,
@@ -46,14 +48,31 @@ from foundry_magics.errors import (
     error_from_response,
     filtered_categories,
 )
+from foundry_magics.rest.agents import (
+    Agent,
+    ConversationItem,
+    agent_from_object,
+    agent_label,
+    agent_reference,
+    agents_from_listing,
+    chat_citations,
+    citations_of,
+    conversation_id_of,
+    conversations_route,
+    items_from_listing,
+    require_project,
+    tool_calls_of,
+)
 from foundry_magics.rest.auth import auth_for
+from foundry_magics.rest.images import attach_chat, attach_responses, chat_content, image_urls
 from foundry_magics.rest.models import Delta, Reply, Usage
-from foundry_magics.rest.retry import RetryPolicy, parse_retry_after
+from foundry_magics.rest.retry import RetryPolicy, gateway_memory, is_gateway, parse_retry_after
 from foundry_magics.rest.routes import Route, models_from_listing, route_for, uses_max_completion_tokens
 from foundry_magics.rest.schemas import chat_response_format, responses_text_format
 from foundry_magics.rest.sse import ChatStreamState, ResponsesStreamState, SSEDecoder, finish_reason_of
 
-__all__ = ["BaseClient", "CallRecord", "StreamReader", "embed_body", "transport_error", "text_decoder"]
+__all__ = ["BaseClient", "CallRecord", "StreamReader", "embed_body", "transport_error", "text_decoder",
+           "pop_model_notice", "forget_models"]
 
 log = logging.getLogger("foundry_magics.http")
 
@@ -115,6 +134,12 @@ class BaseClient:
         self.deadline = float(deadline) if deadline is not None else max(MIN_DEADLINE, self.timeout * 2)
         self.auth = auth_for(self.connection, credential)  # a missing key fails here, before sending
         self.on_record = on_record
+        # An API Management gateway: its 403 after a success with this key is a token quota (retry.py).
+        conn = self.connection
+        self._gateway: str | None = None
+        if is_gateway(conn.endpoint, conn.key_header if conn.auth == "key" else None):
+            key = next(iter(self.auth.secrets()), conn.auth)  # type: ignore[attr-defined]
+            self._gateway = gateway_memory.fingerprint(conn.endpoint, key)
         self._headers = {"user-agent": USER_AGENT, "accept": "application/json"}
 
     def __repr__(self) -> str:
@@ -126,14 +151,50 @@ class BaseClient:
         model = model or self.connection.model
         if not model and self.connection.kind == "emulator":
             model = EMULATOR_MODEL
+        if not model:  # a server that lists exactly one model (Foundry Local, llama.cpp): that one
+            listed = _listed.get(_server_of(self.connection))
+            if listed is not None and len(listed) == 1:
+                model = listed[0]
         return model
 
     def _require_model(self, model: str | None, route: Route) -> None:
         if route.model_in_body and not model:
+            listed = _listed.get(_server_of(self.connection))
+            if listed:
+                shown = ", ".join(listed[:20]) + (f" (and {len(listed) - 20} more)" if len(listed) > 20 else "")
+                raise ConfigurationError(
+                    f"No model chosen for {self.connection.label}, which serves {len(listed)} models: {shown}.",
+                    hint=f"Pick one: model='{listed[0]}' (or -m {listed[0]}, `%foundry use {listed[0]}`, "
+                         f"`%foundry connect URL --model {listed[0]}`).",
+                )
             raise ConfigurationError(
                 f"No model chosen for {self.connection.label}.",
                 hint="Pass model='NAME' (or -m NAME, or `%foundry use NAME`); `%foundry models` lists them.",
             )
+
+    def needs_model_list(self, model: str | None, op: str = "chat") -> bool:
+        """Whether a request would lack a model that asking the server could supply: none given
+        and none in the connection, on a local OpenAI-compatible server (`_LISTS_ITS_MODEL`) not
+        asked yet. The twins then call `models()` once and `remember_models` (the only I/O of it)."""
+        if op not in ("chat", "responses") or self._model(model) or self.connection.kind not in _LISTS_ITS_MODEL:
+            return False
+        return _server_of(self.connection) not in _listed
+
+    def remember_models(self, names: Sequence[str] | None) -> None:
+        """What the server listed, for `_model` (exactly one: use it, and say so once) and for
+        the error that lists them (several). None: the listing failed; ask again next time."""
+        if names is None:
+            return
+        server = _server_of(self.connection)
+        with _listed_lock:
+            first = server not in _listed
+            _listed[server] = list(names)
+        if first and len(names) == 1:
+            text = (f"No model was given for {self.connection.label}; it serves only {names[0]!r}, so that is used. "
+                    f"(`%foundry use MODEL` or --model chooses another.)")
+            log.info(text)
+            with _listed_lock:
+                _notices.append(text)
 
     def build_chat(
         self,
@@ -147,8 +208,11 @@ class BaseClient:
         schema: Any = None,
         stream: bool = False,
         extra_body: Mapping[str, Any] | None = None,
+        images: Any = None,
     ) -> tuple[Route, dict[str, Any]]:
-        """The route and JSON body of a chat completions request. Sends nothing."""
+        """The route and JSON body of a chat completions request. Sends nothing.
+
+        `images`: paths, http(s) URLs, bytes or PIL images attached to the prompt (rest.images)."""
         if messages is not None and (isinstance(messages, (str, bytes)) or not all(isinstance(m, dict) for m in messages)):
             raise ConfigurationError(
                 "messages must be a list of {'role': ..., 'content': ...} dicts.",
@@ -159,8 +223,12 @@ class BaseClient:
             raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or messages=[...].")
         if system and not (msgs and msgs[0].get("role") in ("system", "developer")):
             msgs.insert(0, {"role": "system", "content": system})
+        urls = image_urls(images)
         if prompt is not None:
-            msgs.append({"role": "user", "content": prompt})
+            msgs.append({"role": "user", "content": chat_content(prompt, urls) if urls else prompt})
+        elif urls:
+            msgs = [dict(m) for m in msgs]
+            attach_chat(msgs, urls)
         model = self._model(model)
         route = route_for(self.connection, "chat", model)
         self._require_model(model, route)
@@ -194,15 +262,43 @@ class BaseClient:
         schema: Any = None,
         stream: bool = False,
         extra_body: Mapping[str, Any] | None = None,
+        images: Any = None,
+        agent: str | Mapping[str, Any] | None = None,
+        conversation: str | None = None,
     ) -> tuple[Route, dict[str, Any]]:
-        """The route and JSON body of a Responses API request. Sends nothing."""
+        """The route and JSON body of a Responses API request. Sends nothing. `images` as for build_chat.
+
+        `agent`: "NAME" or "NAME:VERSION" of a Foundry project's agent, sent as an agent reference
+        (the agent brings its model; `model=` is sent only when given here). `conversation`: the id
+        of a server-side conversation this turn continues (rest.agents)."""
         payload = input if input is not None else prompt
         if payload is None or (isinstance(payload, str) and not payload.strip()) or payload == []:
             raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or input=[...].")
-        model = self._model(model)
-        route = route_for(self.connection, "responses", model)
-        self._require_model(model, route)
-        body: dict[str, Any] = {"model": model, "input": payload}
+        urls = image_urls(images)
+        if urls:
+            payload = attach_responses(payload, urls)
+        body: dict[str, Any]
+        if agent is not None:
+            ref = agent_reference(agent)
+            require_project(self.connection)
+            route = route_for(self.connection, "responses", model)
+            body = {"agent_reference": ref, "input": payload}
+            if model:
+                body["model"] = model
+        else:
+            model = self._model(model)
+            route = route_for(self.connection, "responses", model)
+            self._require_model(model, route)
+            body = {"model": model, "input": payload}
+        if conversation is not None:
+            if previous_response_id:
+                raise ConfigurationError("A turn continues either a conversation or a previous response, not both.",
+                                         hint="Pass conversation= or previous_response_id=, not both.")
+            if not isinstance(conversation, str) or not conversation.strip():
+                raise ConfigurationError(f"{conversation!r} is not a conversation id.",
+                                         hint="Create one with client.create_conversation(); ids look like conv_....")
+            conversations_route(self.connection)  # a route that serves conversations, or a readable error
+            body["conversation"] = conversation.strip()
         if system:
             body["instructions"] = system
         if previous_response_id:
@@ -261,18 +357,46 @@ class BaseClient:
         return exc
 
     def _status_error(self, resp: httpx.Response, text: str) -> HTTPStatusError:
-        return error_from_response(
-            resp.status_code,
+        retry_after = parse_retry_after(resp.headers)
+        status = resp.status_code
+        gateway_quota = status == 403 and self._gateway is not None and (
+            retry_after is not None or gateway_memory.has_succeeded(self._gateway))
+        exc = error_from_response(
+            status,
             self._scrub(text),
             request_id=_request_id(resp),
-            retry_after=parse_retry_after(resp.headers),
+            retry_after=retry_after,
+            gateway_quota=gateway_quota,
         )
+        if status == 401 and isinstance(exc, AuthError) and hasattr(self.auth, "failure_hint"):
+            # Entra ID: a token for the wrong audience gets one retry with the other scope (the
+            # httpx flows already did it; the aiohttp path only refreshed), then the scope and role.
+            if self.auth.wrong_audience(text, resp.headers) and self.auth.switch_scope():  # type: ignore[attr-defined]
+                exc.scope_retry = True
+            exc.hint = self.auth.failure_hint()  # type: ignore[attr-defined]
+        if status == 404 and self.connection.kind == "foundry-project":
+            low = exc.message.lower()
+            if "agent" in low:
+                exc.hint = ("Check the agent's name and version: `%foundry agents` (or fm.agents()) "
+                            "lists the project's agents.")
+            elif "conversation" in low:
+                exc.hint = ("The conversation is gone from the service (deleted, or expired): "
+                            "--new (or a new conversation) starts afresh.")
+        return exc
+
+    def _succeeded(self) -> None:
+        if self._gateway is not None:
+            gateway_memory.succeeded(self._gateway)
+        accepted = getattr(self.auth, "accepted", None)  # Entra ID: this token works (rest/auth.py)
+        if accepted is not None:
+            accepted()
 
     def _body(self, resp: httpx.Response, raw: bytes) -> Any:
         """The parsed JSON of a complete response, or the FoundryError it stands for."""
         text = _decode(resp, raw)
         if resp.status_code >= 400:
             raise self._status_error(resp, text)
+        self._succeeded()
         return self._json(resp, text)
 
     @staticmethod
@@ -318,15 +442,20 @@ class BaseClient:
             id=data.get("id"),
             raw=data,
             filtered=filtered_categories(choice.get("content_filter_results")) if finish == "content_filter" else {},
+            citations=chat_citations(message),
             **self._reply_common(resp, latency),
         )
 
-    def _responses_reply(self, data: Any, resp: httpx.Response, latency: float, streamed_text: str = "") -> Reply:
+    def _responses_reply(self, data: Any, resp: httpx.Response, latency: float, streamed_text: str = "",
+                         streamed_output: list[Any] | None = None) -> Reply:
         if not isinstance(data, dict):
             raise ResponseError("The Responses API returned no response object.")
         if data.get("status") == "failed":
             err = data.get("error") or {}
             raise FoundryError(f"The response failed: {err.get('message') or 'no reason given'} ({err.get('code')})")
+        output = data.get("output") if isinstance(data.get("output"), list) else []
+        if not output and streamed_output:
+            output = streamed_output
         return Reply(
             text=_output_text(data) or streamed_text,
             model=data.get("model"),
@@ -334,6 +463,10 @@ class BaseClient:
             usage=Usage.from_api(data.get("usage")),
             id=data.get("id"),
             raw=data,
+            citations=citations_of(output),
+            tool_calls=tool_calls_of(output),
+            agent=agent_label(data),
+            conversation=conversation_id_of(data.get("conversation")),
             **self._reply_common(resp, latency),
         )
 
@@ -352,6 +485,38 @@ class BaseClient:
 
     def _models(self, data: Any) -> list[str]:
         return models_from_listing(self.connection, data)
+
+    # -- agents and server-side conversations (requests in rest/agents.py) -------------
+
+    @staticmethod
+    def _next_page(route: Route, data: Any) -> Route | None:
+        """The next page of a `{"data", "has_more", "last_id"}` listing, or None (the twins
+        follow at most LIST_MAX_PAGES)."""
+        if not isinstance(data, dict) or not data.get("has_more") or not data.get("last_id"):
+            return None
+        return Route(route.method, route.url, {**route.params, "after": str(data["last_id"])})
+
+    def _agents(self, data: Any) -> list[Agent]:
+        return agents_from_listing(data)
+
+    def _agent(self, data: Any, name: str) -> Agent:
+        agent = agent_from_object(data)
+        if agent is None:
+            raise ResponseError(f"The project sent no agent object for {name!r}.",
+                                hint="Check that the endpoint is a Foundry project (…/api/projects/P).")
+        return agent
+
+    @staticmethod
+    def _conversation_id(data: Any) -> str:
+        cid = data.get("id") if isinstance(data, dict) else None
+        if not cid:
+            raise ResponseError("The service created a conversation but sent no id.",
+                                hint="Check that the endpoint serves the Responses API's conversations (/openai/v1).")
+        return str(cid)
+
+    @staticmethod
+    def _items(data: Any) -> list[ConversationItem]:
+        return items_from_listing(data)
 
     def _reader(self, op: str) -> "StreamReader":
         return StreamReader(self, op)
@@ -404,6 +569,33 @@ class BaseClient:
         if log.isEnabledFor(logging.DEBUG):
             redacted = {**self._headers, **self.auth.describe()}  # type: ignore[attr-defined]
             log.debug("%s %s attempt=%d headers=%s", route.method, route.url, attempt, redacted)
+
+
+# Models a server listed, by server (kind, endpoint): shared by every client of the process, so
+# that the engine's clients, dry runs and cache keys see the model a cell's client found.
+_listed: dict[tuple[str, str], list[str]] = {}
+# Servers asked for their models when none is given: local OpenAI-compatible ones (Foundry
+# Local, llama.cpp, vLLM, Ollama), which usually serve one. Azure endpoints are not asked.
+_LISTS_ITS_MODEL = ("openai-compatible",)
+_listed_lock = threading.Lock()
+_notices: list[str] = []
+
+
+def _server_of(conn: Connection) -> tuple[str, str]:
+    return (conn.kind, conn.endpoint.rstrip("/"))
+
+
+def pop_model_notice() -> str | None:
+    """The once-per-server "using the only model it serves" notice, for a face to show."""
+    with _listed_lock:
+        return _notices.pop(0) if _notices else None
+
+
+def forget_models() -> None:
+    """Forget what servers listed (tests; a server that now serves another model)."""
+    with _listed_lock:
+        _listed.clear()
+        _notices.clear()
 
 
 @dataclass
@@ -492,9 +684,12 @@ class StreamReader:
                 hint="The text so far was kept and is incomplete; run it again to get the whole reply.",
             )
         if self.op == "chat":
+            self.client._succeeded()
             return Reply(text=s.text, model=s.model, finish_reason=s.finish_reason, usage=s.usage or Usage(), id=s.id,
                          filtered=s.filtered, **self.client._reply_common(resp, latency))
-        return self.client._responses_reply(s.response, resp, latency, streamed_text=s.text)
+        self.client._succeeded()
+        return self.client._responses_reply(s.response, resp, latency, streamed_text=s.text,
+                                            streamed_output=s.output())
 
 
 def text_decoder(resp: Any) -> Any:

@@ -21,8 +21,17 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Se
 import httpx
 
 from foundry_magics.connections.connection import Connection
-from foundry_magics.defaults import EMBED_BATCH, MAX_RETRIES, TIMEOUT
+from foundry_magics.defaults import EMBED_BATCH, LIST_MAX_PAGES, MAX_RETRIES, TIMEOUT
 from foundry_magics.errors import ConnectionFailed, FoundryError, FoundryTimeoutError
+from foundry_magics.rest.agents import (
+    Agent,
+    ConversationItem,
+    agent_route,
+    agents_route,
+    conversation_body,
+    conversation_route,
+    conversations_route,
+)
 from foundry_magics.rest.base import BaseClient, CallRecord, text_decoder, transport_error
 from foundry_magics.rest.http import async_session
 from foundry_magics.rest.models import Delta, Reply
@@ -103,20 +112,29 @@ class FoundryClient(BaseClient):
     def chat(self, prompt: str | None = None, *, messages: Sequence[Mapping[str, Any]] | None = None,
              system: str | None = None, model: str | None = None, temperature: float | None = None,
              max_tokens: int | None = None, schema: Any = None, stream: bool = False,
-             extra_body: Mapping[str, Any] | None = None) -> Reply | Stream:
-        """Chat completions -> Reply; with stream=True -> Stream of Deltas."""
+             extra_body: Mapping[str, Any] | None = None, images: Any = None) -> Reply | Stream:
+        """Chat completions -> Reply; with stream=True -> Stream of Deltas. `images`: paths,
+        http(s) URLs, bytes or PIL images attached to the prompt."""
+        self.ensure_model(model, "chat")
         route, body = self.build_chat(prompt, messages=messages, system=system, model=model, temperature=temperature,
-                                      max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body)
+                                      max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body,
+                                      images=images)
         return self._call("chat", route, body, stream)
 
     def respond(self, prompt: str | None = None, *, input: Any = None, system: str | None = None,  # noqa: A002
                 model: str | None = None, previous_response_id: str | None = None,
                 temperature: float | None = None, max_tokens: int | None = None, schema: Any = None,
-                stream: bool = False, extra_body: Mapping[str, Any] | None = None) -> Reply | Stream:
-        """Responses API -> Reply (with `.id` for previous_response_id); stream=True -> Stream."""
+                stream: bool = False, extra_body: Mapping[str, Any] | None = None,
+                images: Any = None, agent: str | Mapping[str, Any] | None = None,
+                conversation: str | None = None) -> Reply | Stream:
+        """Responses API -> Reply (with `.id` for previous_response_id); stream=True -> Stream.
+        `agent`: "NAME[:VERSION]" of a project's agent; `conversation`: a server-side conversation id."""
+        if agent is None:
+            self.ensure_model(model, "responses")
         route, body = self.build_respond(prompt, input=input, system=system, model=model,
                                          previous_response_id=previous_response_id, temperature=temperature,
-                                         max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body)
+                                         max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body,
+                                         images=images, agent=agent, conversation=conversation)
         return self._call("responses", route, body, stream)
 
     def embed(self, texts: Iterable[str] | str, *, model: str | None = None,
@@ -132,6 +150,52 @@ class FoundryClient(BaseClient):
         """Deployment / model names, where the endpoint kind can list them."""
         _, data = self._send(route_for(self.connection, "models", None), None)
         return self._models(data)
+
+    def agents(self) -> list[Agent]:
+        """The agents of a Foundry project (name, latest version, model, instructions, tools)."""
+        route: Route | None = agents_route(self.connection)
+        out: list[Agent] = []
+        for _ in range(LIST_MAX_PAGES):
+            if route is None:
+                break
+            _, data = self._send(route, None)
+            out.extend(self._agents(data))
+            route = self._next_page(route, data)
+        return out
+
+    def agent(self, name: str) -> Agent:
+        """One agent of the project, by name (its latest version)."""
+        _, data = self._send(agent_route(self.connection, name), None)
+        return self._agent(data, name)
+
+    def create_conversation(self, items: Sequence[Any] | None = None,
+                            metadata: Mapping[str, str] | None = None) -> str:
+        """A new server-side conversation; returns its id (for respond(conversation=...))."""
+        _, data = self._send(conversations_route(self.connection), conversation_body(items, metadata))
+        return self._conversation_id(data)
+
+    def conversation_items(self, conversation_id: str) -> list[ConversationItem]:
+        """The items of a server-side conversation, oldest first (messages and tool items)."""
+        route: Route | None = conversation_route(self.connection, conversation_id, "items")
+        out: list[ConversationItem] = []
+        for _ in range(LIST_MAX_PAGES):
+            if route is None:
+                break
+            _, data = self._send(route, None)
+            out.extend(self._items(data))
+            route = self._next_page(route, data)
+        return out
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self._send(conversation_route(self.connection, conversation_id, method="DELETE"), None)
+
+    def ensure_model(self, model: str | None = None, op: str = "chat") -> None:
+        """No model given anywhere: ask the server once (a server serving exactly one is used)."""
+        if self.needs_model_list(model, op):
+            try:
+                self.remember_models(self.models())
+            except FoundryError:
+                pass  # the request itself then says "No model chosen"
 
     # -- I/O -------------------------------------------------------------------------
 
@@ -263,18 +327,25 @@ class AsyncFoundryClient(BaseClient):
     async def chat(self, prompt: str | None = None, *, messages: Sequence[Mapping[str, Any]] | None = None,
                    system: str | None = None, model: str | None = None, temperature: float | None = None,
                    max_tokens: int | None = None, schema: Any = None, stream: bool = False,
-                   extra_body: Mapping[str, Any] | None = None) -> Reply | AsyncStream:
+                   extra_body: Mapping[str, Any] | None = None, images: Any = None) -> Reply | AsyncStream:
+        await self.ensure_model(model, "chat")
         route, body = self.build_chat(prompt, messages=messages, system=system, model=model, temperature=temperature,
-                                      max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body)
+                                      max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body,
+                                      images=images)
         return await self._call("chat", route, body, stream)
 
     async def respond(self, prompt: str | None = None, *, input: Any = None,  # noqa: A002
                       system: str | None = None, model: str | None = None, previous_response_id: str | None = None,
                       temperature: float | None = None, max_tokens: int | None = None, schema: Any = None,
-                      stream: bool = False, extra_body: Mapping[str, Any] | None = None) -> Reply | AsyncStream:
+                      stream: bool = False, extra_body: Mapping[str, Any] | None = None,
+                      images: Any = None, agent: str | Mapping[str, Any] | None = None,
+                      conversation: str | None = None) -> Reply | AsyncStream:
+        if agent is None:
+            await self.ensure_model(model, "responses")
         route, body = self.build_respond(prompt, input=input, system=system, model=model,
                                          previous_response_id=previous_response_id, temperature=temperature,
-                                         max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body)
+                                         max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body,
+                                         images=images, agent=agent, conversation=conversation)
         return await self._call("responses", route, body, stream)
 
     async def embed(self, texts: Iterable[str] | str, *, model: str | None = None,
@@ -288,6 +359,47 @@ class AsyncFoundryClient(BaseClient):
     async def models(self) -> list[str]:
         _, data = await self._send(route_for(self.connection, "models", None), None)
         return self._models(data)
+
+    async def agents(self) -> list[Agent]:
+        route: Route | None = agents_route(self.connection)
+        out: list[Agent] = []
+        for _ in range(LIST_MAX_PAGES):
+            if route is None:
+                break
+            _, data = await self._send(route, None)
+            out.extend(self._agents(data))
+            route = self._next_page(route, data)
+        return out
+
+    async def agent(self, name: str) -> Agent:
+        _, data = await self._send(agent_route(self.connection, name), None)
+        return self._agent(data, name)
+
+    async def create_conversation(self, items: Sequence[Any] | None = None,
+                                  metadata: Mapping[str, str] | None = None) -> str:
+        _, data = await self._send(conversations_route(self.connection), conversation_body(items, metadata))
+        return self._conversation_id(data)
+
+    async def conversation_items(self, conversation_id: str) -> list[ConversationItem]:
+        route: Route | None = conversation_route(self.connection, conversation_id, "items")
+        out: list[ConversationItem] = []
+        for _ in range(LIST_MAX_PAGES):
+            if route is None:
+                break
+            _, data = await self._send(route, None)
+            out.extend(self._items(data))
+            route = self._next_page(route, data)
+        return out
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        await self._send(conversation_route(self.connection, conversation_id, method="DELETE"), None)
+
+    async def ensure_model(self, model: str | None = None, op: str = "chat") -> None:
+        if self.needs_model_list(model, op):
+            try:
+                self.remember_models(await self.models())
+            except FoundryError:
+                pass
 
     # -- I/O -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Usage", "Reply", "Delta", "EMULATED_PREFIX"]
+__all__ = ["Usage", "Reply", "Delta", "Citation", "ToolCall", "EMULATED_PREFIX"]
 
 EMULATED_PREFIX = "[emulated] "
 
@@ -33,6 +33,50 @@ class Usage:
         return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
 
 
+class Citation(tuple):
+    """One source a reply cites: a tuple `(n, title, url)` (n counts from 1; `url` is None for a
+    file), with the annotation's `kind` (`url_citation`, `file_citation`, ...), `file_id`, and the
+    span of the text it belongs to (`start`, `end`; None when the service gave none)."""
+
+    def __new__(cls, n: int, title: str, url: str | None, *, kind: str = "url_citation",
+                file_id: str | None = None, start: int | None = None, end: int | None = None) -> "Citation":
+        self = super().__new__(cls, (n, title, url))
+        self.kind, self.file_id, self.start, self.end = kind, file_id, start, end
+        return self
+
+    n = property(lambda self: self[0])
+    title = property(lambda self: self[1])
+    url = property(lambda self: self[2])
+
+    def __getnewargs_ex__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:  # pickle / copy
+        return tuple(self), dict(kind=self.kind, file_id=self.file_id, start=self.start, end=self.end)
+
+    def __repr__(self) -> str:
+        return f"Citation({self[0]!r}, {self[1]!r}, {self[2]!r})"
+
+
+class ToolCall(tuple):
+    """One tool item of a reply: a tuple `(type, id, status)` (`web_search_call`, `file_search_call`,
+    `code_interpreter_call`, `mcp_call`, `function_call`, ...), with `detail` (a short description:
+    the query, the function and its arguments, ...) and `raw` (the item as the service sent it)."""
+
+    def __new__(cls, type: str, id: str | None, status: str | None, *, detail: str = "",  # noqa: A002
+                raw: Any = None) -> "ToolCall":
+        self = super().__new__(cls, (type, id, status))
+        self.detail, self.raw = detail, raw
+        return self
+
+    type = property(lambda self: self[0])
+    id = property(lambda self: self[1])
+    status = property(lambda self: self[2])
+
+    def __getnewargs_ex__(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return tuple(self), dict(detail=self.detail, raw=self.raw)
+
+    def __repr__(self) -> str:
+        return f"ToolCall({self[0]!r}, {self[1]!r}, {self[2]!r})"
+
+
 @dataclass
 class Reply:
     """A complete reply. `text` is the whole answer; `raw` the parsed response body."""
@@ -49,6 +93,12 @@ class Reply:
     connection: str | None = None
     # Content filter categories that fired on the completion (finish_reason "content_filter").
     filtered: dict[str, Any] = field(default_factory=dict)
+    # Sources the reply cites (url_citation / file_citation annotations), numbered from 1.
+    citations: list[Citation] = field(default_factory=list)
+    # Tool items of the reply (web search, file search, code interpreter, MCP, functions), in order.
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    agent: str | None = None  # "NAME" or "NAME:VERSION" when an agent answered
+    conversation: str | None = None  # the server-side conversation id the turn was added to
 
     def __str__(self) -> str:
         return self.text
@@ -66,6 +116,8 @@ class Reply:
         bits = []
         if self.emulated:
             bits.append("emulated")
+        if self.agent:
+            bits.append(f"agent {self.agent}")
         if self.model:
             bits.append(str(self.model))
         if self.usage.total_tokens:
@@ -93,3 +145,4 @@ class Delta:
     model: str | None = None
     id: str | None = None
     raw: Any = field(default=None, repr=False)
+    tool_call: ToolCall | None = None  # a tool item the stream just started (Responses API)

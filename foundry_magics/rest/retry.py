@@ -7,20 +7,30 @@ pausing its workers). What is transient is decided here, once:
   cut, timeouts, bodies that are not the JSON the API promises;
 * never retried: 400, 401, 403, 404, 422, content filter, context length, bad input;
 * a `retry-after(-ms)` is honoured; without one the wait is exponential with jitter;
-* a retry-after of QUOTA_BLOCK_SECONDS or more is a quota block: give up at once.
+* a retry-after of QUOTA_BLOCK_SECONDS or more is a quota block: give up at once;
+* so is an API Management gateway's 403 after a success with the same key, or with a
+  retry-after: its token-limit policy's quota for the period is used up (`is_gateway`,
+  `GatewayMemory`; errors.py maps it to `RateLimitError(quota_block=True)`);
+* a 401 for a token of the wrong audience is sent once more, at once, with the other scope
+  (`AuthError.scope_retry`, set when the client switched scopes).
 """
 
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from foundry_magics.defaults import (
+    APIM_KEY_HEADER,
     BACKOFF_BASE,
     BACKOFF_CAP,
+    GATEWAY_HOST_SUFFIXES,
     MAX_RETRIES,
     QUOTA_BLOCK_SECONDS,
     RATE_LIMIT_BACKOFF_BASE,
@@ -41,7 +51,7 @@ from foundry_magics.errors import (
 )
 
 __all__ = ["RETRY_STATUSES", "QUOTA_BLOCK_SECONDS", "parse_retry_after", "backoff", "is_transient", "stops_everything",
-           "RetryPolicy"]
+           "RetryPolicy", "is_gateway", "GatewayMemory", "gateway_memory"]
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -96,6 +106,41 @@ def stops_everything(exc: BaseException) -> bool:
     return isinstance(exc, (AuthError, NotFoundError, ConfigurationError))
 
 
+def is_gateway(url: str, key_header: str | None = None) -> bool:
+    """An API Management gateway: an `*.azure-api.net` host, or a key sent as `Ocp-Apim-Subscription-Key`."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host.endswith(GATEWAY_HOST_SUFFIXES) or (key_header or "").lower() == APIM_KEY_HEADER.lower()
+
+
+class GatewayMemory:
+    """Which (gateway, key) pairs have had a success in this process: after one, the gateway's
+    403 is its token quota, not a wrong key. Keys are kept as short hashes, never as they are."""
+
+    def __init__(self) -> None:
+        self._ok: set[str] = set()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def fingerprint(url: str, key: str | None) -> str:
+        host = (urlsplit(url).hostname or "").lower()
+        return hashlib.sha256(f"{host}\0{key or ''}".encode()).hexdigest()[:24]
+
+    def succeeded(self, fingerprint: str) -> None:
+        if fingerprint not in self._ok:
+            with self._lock:
+                self._ok.add(fingerprint)
+
+    def has_succeeded(self, fingerprint: str) -> bool:
+        return fingerprint in self._ok
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ok.clear()
+
+
+gateway_memory = GatewayMemory()  # one per process: every client of the same key shares what it saw
+
+
 @dataclass
 class RetryPolicy:
     """Bounded by `max_retries` and by a total `deadline` (seconds from `start`; None: no bound).
@@ -116,12 +161,16 @@ class RetryPolicy:
     attempts: int = 0  # retries granted for faults (and for 429s without their own budget)
     rate_limited: int = 0  # waits granted for 429s, when they have their own budget
     rng: random.Random | None = field(default=None, repr=False)  # None: the random module's (seeding one costs)
+    scope_retried: bool = False  # the one immediate retry of a 401 with the other Entra scope was granted
 
     def remaining(self) -> float:
         return float("inf") if self.deadline is None else self.deadline - (time.monotonic() - self.start)
 
     def next_delay(self, exc: FoundryError) -> float | None:
         """Seconds to wait before sending again, or None: give up and raise (or fail the row)."""
+        if getattr(exc, "scope_retry", False) and not self.scope_retried:
+            self.scope_retried = True  # the token was for the wrong audience: the other scope, now
+            return 0.0
         if not is_transient(exc):
             return None
         retry_after = getattr(exc, "retry_after", None)

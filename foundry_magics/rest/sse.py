@@ -197,10 +197,28 @@ class ResponsesStreamState:
         self.done = False
         self.id: str | None = None
         self.model: str | None = None
+        # Output items as they finished (tool calls, messages) and the annotations streamed on
+        # the text: what the final response holds too, kept for servers whose last event omits it.
+        self.items: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    def output(self) -> list[dict[str, Any]]:
+        """The streamed items, with the streamed annotations put back on the message's text."""
+        items = [dict(i) for i in self.items]
+        if self.annotations and not any(i.get("type") == "message" for i in items):
+            items.append({"type": "message", "role": "assistant",
+                          "content": [{"type": "output_text", "text": self.text, "annotations": []}]})
+        for item in items:
+            if item.get("type") == "message" and self.annotations:
+                parts = [dict(p) for p in item.get("content") or [] if isinstance(p, dict)]
+                if parts and not any(p.get("annotations") for p in parts):
+                    parts[0]["annotations"] = list(self.annotations)
+                    item["content"] = parts
+        return items
 
     def feed(self, ev: Event) -> Delta | None:
         payload = _loads(ev.data) if ev.data else {}
@@ -218,6 +236,22 @@ class ResponsesStreamState:
             if piece:
                 self.parts.append(piece)
                 return Delta(text=piece, model=self.model, id=self.id, raw=payload)
+            return None
+        if etype in ("response.output_item.added", "response.output_item.done"):
+            item = payload.get("item")
+            if not isinstance(item, dict):
+                return None
+            if etype.endswith(".done"):
+                self.items.append(item)
+                return None
+            from foundry_magics.rest.agents import tool_calls_of
+
+            tools = tool_calls_of([item])
+            return Delta(text="", model=self.model, id=self.id, raw=payload, tool_call=tools[0]) if tools else None
+        if etype == "response.output_text.annotation.added":
+            ann = payload.get("annotation")
+            if isinstance(ann, dict):
+                self.annotations.append(ann)
             return None
         if etype in self.TERMINAL:
             self.done = True

@@ -12,12 +12,13 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from foundry_magics.defaults import REDACTED
+from foundry_magics.rest.agents import agent_label, conversation_id_of
 from foundry_magics.store.db import open_db
+from foundry_magics.store.usage import SessionUsage
 
 __all__ = ["History", "SessionUsage", "MIGRATIONS", "history_path", "redact", "prompt_of"]
 
@@ -47,6 +48,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE calls ADD COLUMN finish_reason TEXT;
     ALTER TABLE calls ADD COLUMN request TEXT;
     CREATE INDEX calls_ts ON calls(ts);
+    """,
+    # 3: the agent that answered (NAME[:VERSION]) and the server-side conversation id of the turn
+    """
+    ALTER TABLE calls ADD COLUMN agent TEXT;
+    ALTER TABLE calls ADD COLUMN conversation_id TEXT;
     """,
 ]
 
@@ -88,6 +94,19 @@ def redact(value: Any, secrets: Sequence[str] = ()) -> Any:
         return v
 
     return walk(value)
+
+
+def _short_images(value: Any) -> Any:
+    """Inline images (base64 `data:` URLs, megabytes each) are logged as a short description."""
+    if isinstance(value, dict):
+        return {k: _short_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_short_images(v) for v in value]
+    if isinstance(value, str) and value.startswith("data:") and len(value) > 200:
+        from foundry_magics.rest.images import describe_image
+
+        return f"{value[:value.find(',') + 1]}... ({describe_image(value)})"
+    return value
 
 
 def _content_text(content: Any) -> str:
@@ -147,7 +166,7 @@ class History:
                secrets: Sequence[str] = ()) -> int:
         """Log a finished, failed or interrupted call (a client.CallRecord). Returns the row id."""
         reply = getattr(rec, "reply", None)
-        request = redact(getattr(rec, "request", None) or {}, secrets)
+        request = _short_images(redact(getattr(rec, "request", None) or {}, secrets))
         prompt, system = prompt_of(request)
         if reply is not None:
             status, text = "ok", reply.text
@@ -172,6 +191,8 @@ class History:
             conversation=conversation,
             finish_reason=getattr(reply, "finish_reason", None),
             request=json.dumps(request, ensure_ascii=False, default=str),
+            agent=getattr(reply, "agent", None) or agent_label(request),
+            conversation_id=conversation_id_of(request.get("conversation")) if isinstance(request, dict) else None,
         )
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -185,7 +206,8 @@ class History:
             db = self._conn()
             cur = db.execute(
                 "SELECT id, ts, op, connection, model, prompt, reply, input_tokens, output_tokens, latency, "
-                "status, error, conversation, finish_reason FROM calls ORDER BY id DESC LIMIT ?", (int(n),))
+                "status, error, conversation, finish_reason, agent, conversation_id FROM calls "
+                "ORDER BY id DESC LIMIT ?", (int(n),))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, r)) for r in cur.fetchall()]
 
@@ -194,55 +216,4 @@ class History:
             return int(self._conn().execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
 
-@dataclass
-class _Tally:
-    calls: int = 0
-    errors: int = 0
-    interrupted: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-
-    def add(self, rec: Any) -> None:
-        self.calls += 1
-        reply = getattr(rec, "reply", None)
-        if reply is None:
-            if getattr(rec, "interrupted", False):
-                self.interrupted += 1
-            else:
-                self.errors += 1
-        else:
-            self.input_tokens += reply.usage.input_tokens
-            self.output_tokens += reply.usage.output_tokens
-        self.seconds += float(getattr(rec, "latency", 0.0) or 0.0)
-
-
-@dataclass
-class SessionUsage:
-    """Calls, tokens and time spent in this process, in total and per (connection, model)."""
-
-    total: _Tally = field(default_factory=_Tally)
-    by_model: dict[tuple[str, str], _Tally] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def add(self, rec: Any) -> None:
-        reply = getattr(rec, "reply", None)
-        key = (str(rec.connection), str((getattr(reply, "model", None) or rec.model) or "?"))
-        with self._lock:
-            self.total.add(rec)
-            self.by_model.setdefault(key, _Tally()).add(rec)
-
-    def rows(self) -> list[dict[str, Any]]:
-        with self._lock:
-            items: Iterable[tuple[tuple[str, str], _Tally]] = list(self.by_model.items())
-            out = [dict(connection=c, model=m, **vars(t)) for (c, m), t in items]
-            out.append(dict(connection="total", model="", **vars(self.total)))
-            return out
-
-    def reset(self) -> None:
-        with self._lock:
-            self.total = _Tally()
-            self.by_model.clear()
+# SessionUsage lives in store/usage.py (it counts runs and batches too); imported here for old callers.

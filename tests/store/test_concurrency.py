@@ -111,7 +111,9 @@ def test_two_processes_write_history_and_cache_at_once(fm_home, tmp_path):
         assert r["errors"] == [], f"worker {r['tag']}: {r['errors'][:5]}"
 
     hist = _check_db(fm_home / "history.sqlite")
-    assert hist.execute("PRAGMA user_version").fetchone()[0] == 2  # migrated once, fully
+    from foundry_magics.store.history import MIGRATIONS
+
+    assert hist.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)  # migrated once, fully
     for tag in "AB":
         rows = hist.execute("SELECT prompt, reply, status FROM calls WHERE connection = ? ORDER BY id",
                             (f"conn-{tag}",)).fetchall()

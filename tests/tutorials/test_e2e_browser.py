@@ -4,10 +4,12 @@
 1. open a notebook, run `%load_ext foundry_magics` and a `%%foundry` cell, and watch the reply
    stream into the output area and end as rendered Markdown marked as emulated;
 2. run `%foundry picker`, fill in an emulator's URL and auth "None", press Test, and see the
-   model list in the status line and in the Model field.
+   model list in the status line and in the Model field;
+3. compare three models (`%%foundry -m A,B,C`): the replies stream into three columns side by
+   side, each ending with its model, tokens and time.
 
-Screenshots land in tests/artifacts/ (e2e-reply.png, e2e-picker.png, and e2e-failure.png when
-something goes wrong). Skips, with the reason, when playwright, JupyterLab or Chromium are
+Screenshots land in tests/artifacts/ (e2e-reply.png, e2e-picker.png, e2e-compare.png, and
+e2e-failure.png when something goes wrong). Skips, with the reason, when playwright, JupyterLab or Chromium are
 missing; installs Chromium with apt-get when run as root with CI=true or FOUNDRY_E2E_INSTALL=1.
 """
 
@@ -31,8 +33,10 @@ CELLS = [
     "from foundry_magics import emulator\n_ = emulator.start(token_delay=0.05)",
     f"%%foundry\n{PROMPT}",
     "%foundry picker",
+    "%%foundry -m gpt-4o-mini,gpt-4.1-mini,phi-4\nWrite two sentences about comparing models side by side.",
 ]
-REPLY_CELL, PICKER_CELL = 2, 3
+REPLY_CELL, PICKER_CELL, COMPARE_CELL = 2, 3, 4
+COMPARED = ("gpt-4o-mini", "gpt-4.1-mini", "phi-4")
 
 # Record every state the reply cell's output goes through, as a person would see it.
 OBSERVE_JS = """(cell) => {
@@ -182,6 +186,32 @@ def test_magic_and_picker_in_jupyterlab(chromium, lab, model_server):
             # With auth "None" only the key rows hide: the form itself stays on screen.
             for label, field in (("Endpoint URL", endpoint), ("Model", model), ("Name", name_field)):
                 assert field.is_visible(), f"the picker's {label} field disappeared after choosing auth None"
+
+            # 3. three models side by side, streamed into their columns
+            compare_cell = page.locator(".jp-NotebookPanel .jp-Cell").nth(COMPARE_CELL)
+            compare_cell.element_handle().evaluate(OBSERVE_JS)
+            _run_cell(page, COMPARE_CELL)
+            _wait_done(compare_cell)
+            table = compare_cell.locator(".jp-OutputArea .jp-RenderedMarkdown table")
+            expect(table).to_have_count(1)
+            heads = [h.strip() for h in table.locator("th").all_inner_texts()]
+            assert heads == list(COMPARED), heads
+            cells = table.locator("td")
+            expect(cells).to_have_count(3)
+            boxes = [cells.nth(i).bounding_box() for i in range(3)]
+            assert all(b is not None for b in boxes)
+            assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"], f"not side by side: {boxes}"
+            assert max(abs(b["y"] - boxes[0]["y"]) for b in boxes) < 2, f"not on one row: {boxes}"
+            for i, name in enumerate(COMPARED):
+                text = cells.nth(i).inner_text()
+                assert "[emulated]" in text and name in text and "tokens" in text, text
+                assert "▌" not in text and "Traceback" not in text
+                # the Markdown inside a column is rendered (a paragraph, not the raw text)
+                assert cells.nth(i).locator("p").count() >= 1
+            texts = page.evaluate("window.__fmTexts")
+            streamed = [t for t in texts if "▌" in t]
+            assert len(streamed) >= 2, f"no streaming into the columns seen; the output went through {texts!r}"
+            compare_cell.screenshot(path=str(e2e.ARTIFACTS / "e2e-compare.png"))
         except Exception:
             page.screenshot(path=str(e2e.ARTIFACTS / "e2e-failure.png"), full_page=True)
             print("--- JupyterLab log ---\n" + lab.log())

@@ -1,0 +1,232 @@
+"""The Files and Batch APIs per endpoint kind: routes, input lines, and reading what comes back. No I/O.
+
+    routes = batch_routes(conn)                  # files / batches URLs, the `url` of a line, the endpoint
+    line = input_line(custom_id, routes.line_url("chat"), body)      # one JSONL line (bytes)
+    state = batch_state(client_json)             # status (lower-cased), request counts, file ids, errors
+    out = output_line(raw)                       # custom_id, status code, body or error
+
+The bodies of the lines are the online request bodies, built by `BaseClient.build_chat` /
+`build_respond` / `embed_body` (one way to build a request, for every path); a batch line
+only adds the deployment name where the online route carried it in the URL (legacy Azure
+deployments), because every line of a batch file names its Global-Batch deployment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from foundry_magics.connections.connection import Connection
+from foundry_magics.defaults import BATCH_COMPLETION_WINDOW
+from foundry_magics.errors import ConfigurationError, FoundryError, HTTPStatusError
+from foundry_magics.rest.routes import Route
+
+__all__ = ["BatchRoutes", "BatchState", "OutputLine", "batch_routes", "input_line", "line_body", "create_body",
+           "batch_state", "output_line", "file_status", "is_pending_file", "TERMINAL", "ACTIVE", "OPS"]
+
+OPS = ("chat", "responses", "embeddings")
+_PATHS = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+ACTIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+FILE_READY = frozenset({"processed"})
+FILE_FAILED = frozenset({"error", "deleted", "deleting"})
+
+
+@dataclass
+class BatchRoutes:
+    """Where the Files and Batch APIs of one connection live."""
+
+    root: str  # .../openai/v1, .../openai (legacy, with api-version), .../v1
+    params: dict[str, str] = field(default_factory=dict)
+    line_prefix: str = ""  # "/v1" in front of a line's url for OpenAI-style servers
+
+    def _route(self, method: str, path: str) -> Route:
+        return Route(method, self.root + path, dict(self.params))
+
+    def upload(self) -> Route:
+        return self._route("POST", "/files")
+
+    def file(self, file_id: str) -> Route:
+        return self._route("GET", f"/files/{file_id}")
+
+    def content(self, file_id: str) -> Route:
+        return self._route("GET", f"/files/{file_id}/content")
+
+    def delete(self, file_id: str) -> Route:
+        return self._route("DELETE", f"/files/{file_id}")
+
+    def create(self) -> Route:
+        return self._route("POST", "/batches")
+
+    def batch(self, batch_id: str) -> Route:
+        return self._route("GET", f"/batches/{batch_id}")
+
+    def cancel(self, batch_id: str) -> Route:
+        return self._route("POST", f"/batches/{batch_id}/cancel")
+
+    def list(self, limit: int = 100) -> Route:
+        route = self._route("GET", "/batches")
+        route.params["limit"] = str(limit)
+        return route
+
+    def line_url(self, op: str) -> str:
+        """The `url` of an input line (also the batch's `endpoint`)."""
+        return self.line_prefix + _PATHS[op]
+
+
+def batch_routes(conn: Connection) -> BatchRoutes:
+    """The Files / Batch API routes of a connection, or a ConfigurationError naming the fix."""
+    kind, root = conn.kind, conn.endpoint.rstrip("/")
+    if kind in ("openai-v1", "emulator"):  # Azure's v1 API (and the emulator's copy of it)
+        return BatchRoutes(root, {"api-version": conn.api_version} if kind == "openai-v1" and conn.api_version else {})
+    if kind == "azure-deployment":  # the legacy data plane: /openai/files?api-version=...
+        return BatchRoutes(root + "/openai", {"api-version": conn.api_version} if conn.api_version else {})
+    if kind == "foundry-project":
+        return BatchRoutes(root + "/openai/v1")
+    if kind == "openai-compatible":  # OpenAI itself, vLLM, ...: lines say /v1/...
+        return BatchRoutes(root, line_prefix="/v1" if root.endswith("/v1") else "")
+    raise ConfigurationError(
+        f"The Batch API is not available on a {kind} endpoint ({conn.label}).",
+        hint="Connect to the resource's Azure OpenAI endpoint (https://RESOURCE.openai.azure.com/openai/v1) with a "
+             "Global Batch deployment, or leave batch=True out to send the requests online.",
+    )
+
+
+def line_body(body: Mapping[str, Any], model: str | None) -> Mapping[str, Any]:
+    """The body of a batch line: the online body, plus the deployment where the online route
+    carried it in its URL (every line of a batch file names its Global-Batch deployment)."""
+    if "model" in body or not model:
+        return body
+    return {"model": model, **body}
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def input_line(custom_id: str, url: str, body: Mapping[str, Any]) -> bytes:
+    """One line of a batch input file (JSONL), newline included:
+    `{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}`."""
+    head = '{"custom_id":%s,"method":"POST","url":%s,"body":' % (_ENCODE(custom_id), _ENCODE(url))
+    return (head + _ENCODE(body) + "}\n").encode("utf-8")
+
+
+def create_body(file_id: str, endpoint: str, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"input_file_id": file_id, "endpoint": endpoint,
+                            "completion_window": BATCH_COMPLETION_WINDOW}
+    if metadata:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+@dataclass
+class BatchState:
+    """What a batch object says, normalised (status lower-cased: samples show "Validating")."""
+
+    id: str
+    status: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[str] = field(default_factory=list)  # validation errors, readable, one per problem
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def batch_state(data: Any) -> BatchState:
+    if not isinstance(data, dict) or not data.get("id"):
+        from foundry_magics.errors import ResponseError
+
+        raise ResponseError("The Batch API answered without a batch object.",
+                            hint="Check that the endpoint supports the Batch API (a Global Batch deployment).")
+    counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+    return BatchState(
+        id=str(data["id"]),
+        status=str(data.get("status") or "validating").strip().lower().replace(" ", "_"),
+        total=_int(counts.get("total")), completed=_int(counts.get("completed")), failed=_int(counts.get("failed")),
+        input_file_id=data.get("input_file_id"), output_file_id=data.get("output_file_id") or None,
+        error_file_id=data.get("error_file_id") or None, errors=_errors(data.get("errors")),
+        metadata=data.get("metadata") if isinstance(data.get("metadata"), dict) else {},
+    )
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _errors(errors: Any) -> list[str]:
+    """`errors` of a failed batch ({"data": [{"code", "message", "param", "line"}]}) as readable lines."""
+    if isinstance(errors, dict):
+        errors = errors.get("data")
+    out = []
+    for e in errors if isinstance(errors, list) else []:
+        if not isinstance(e, dict):
+            continue
+        where = f"line {e['line']}: " if e.get("line") is not None else ""
+        code = f" ({e['code']})" if e.get("code") else ""
+        out.append(f"{where}{e.get('message') or 'invalid'}{code}")
+    return out
+
+
+def file_status(data: Any) -> str:
+    """An uploaded file's status, lower-cased ("pending", "processed", "error", ...)."""
+    status = data.get("status") if isinstance(data, dict) else None
+    return str(status or "processed").strip().lower()
+
+
+def is_pending_file(exc: BaseException) -> bool:
+    """The create call failed because the input file is still being processed (a known quirk)."""
+    return isinstance(exc, HTTPStatusError) and exc.status in (400, 409) and "pending" in exc.message.lower()
+
+
+@dataclass
+class OutputLine:
+    custom_id: str | None
+    status: int  # the response's status code (0: none given)
+    body: Any  # the normal reply body, when status is 2xx
+    error: str | None  # the reason, when the request failed
+
+
+def output_line(raw: bytes | str) -> OutputLine:
+    """One line of an output or error file."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return OutputLine(None, 0, None, "an output line that is not JSON")
+    if not isinstance(data, dict):
+        return OutputLine(None, 0, None, "an output line that is not an object")
+    cid = data.get("custom_id")
+    resp = data.get("response") if isinstance(data.get("response"), dict) else {}
+    status = _int(resp.get("status_code"))
+    body = resp.get("body")
+    if isinstance(body, str):  # some servers send the body as a JSON string
+        try:
+            body = json.loads(body)
+        except ValueError:
+            pass
+    err = data.get("error")
+    if err:
+        return OutputLine(cid, status, None, _reason(status or 400, err))
+    if status >= 400 or (status == 0 and not isinstance(body, dict)):
+        return OutputLine(cid, status, None, _reason(status or 500, body))
+    return OutputLine(cid, status or 200, body, None)
+
+
+def _reason(status: int, err: Any) -> str:
+    """A failed line's reason, worded as the online path words the same failure."""
+    from foundry_magics.errors import describe, error_from_response
+
+    if isinstance(err, dict) and "error" not in err and ("message" in err or "code" in err):
+        err = {"error": err}
+    text = err if isinstance(err, str) else json.dumps(err, ensure_ascii=False, default=str)
+    exc: FoundryError = error_from_response(status, text)
+    return describe(exc)
