@@ -11,14 +11,13 @@ The schema grows by numbered migrations (store.db.open_db), like the history log
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from foundry_magics.defaults import CONVERSATIONS_FILE
-from foundry_magics.store.db import open_db
+from foundry_magics.store.db import HomeDatabase
 
 __all__ = ["ConversationStore", "SavedConversation", "MIGRATIONS", "conversations_path"]
 
@@ -56,34 +55,13 @@ class SavedConversation:
     turns: int
 
 
-class ConversationStore:
+class ConversationStore(HomeDatabase):
     """The name -> conversation id table. Opened on first use; safe from threads and processes."""
 
-    def __init__(self, path: Path | str | None = None) -> None:
-        self._path = Path(path) if path is not None else None
-        self._db: Any = None
-        self._opened: Path | None = None
-        self._lock = threading.Lock()
+    migrations = MIGRATIONS
 
-    @property
-    def path(self) -> Path:
-        return self._path if self._path is not None else conversations_path()
-
-    def _conn(self) -> Any:
-        path = self.path  # follows $FOUNDRY_MAGICS_HOME if it changes
-        if self._db is not None and self._opened != path:
-            self._db.close()
-            self._db = None
-        if self._db is None:
-            self._db = open_db(path, MIGRATIONS)
-            self._opened = path
-        return self._db
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+    def default_path(self) -> Path:
+        return conversations_path()
 
     @staticmethod
     def _row(r: Any) -> SavedConversation:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from foundry_magics.errors import ConfigurationError
 
-__all__ = ["open_db", "BUSY_TIMEOUT_MS"]
+__all__ = ["open_db", "HomeDatabase", "BUSY_TIMEOUT_MS"]
 
 BUSY_TIMEOUT_MS = 10_000
 _migrate_lock = threading.Lock()
@@ -91,3 +91,40 @@ def _statements(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
+
+
+class HomeDatabase:
+    """One SQLite file under `$FOUNDRY_MAGICS_HOME` (or at `path`), opened with `migrations` on
+    first use and reopened when the home folder changes; safe from several threads and processes.
+    Subclasses name their `migrations` and `default_path()`."""
+
+    migrations: Sequence[str] = ()
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self._path = Path(path) if path is not None else None
+        self._db: sqlite3.Connection | None = None
+        self._opened: Path | None = None
+        self._lock = threading.Lock()
+
+    def default_path(self) -> Path:  # pragma: no cover - each store names its file
+        raise NotImplementedError
+
+    @property
+    def path(self) -> Path:
+        return self._path if self._path is not None else self.default_path()
+
+    def _conn(self) -> sqlite3.Connection:
+        path = self.path  # follows $FOUNDRY_MAGICS_HOME if it changes
+        if self._db is not None and self._opened != path:
+            self._db.close()
+            self._db = None
+        if self._db is None:
+            self._db = open_db(path, self.migrations)
+            self._opened = path
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

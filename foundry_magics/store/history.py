@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from foundry_magics.defaults import REDACTED
 from foundry_magics.rest.agents import agent_label, conversation_id_of
-from foundry_magics.store.db import open_db
+from foundry_magics.store.db import HomeDatabase
 from foundry_magics.store.usage import SessionUsage
 
 __all__ = ["History", "SessionUsage", "MIGRATIONS", "history_path", "redact", "prompt_of"]
@@ -133,34 +132,13 @@ def prompt_of(request: dict[str, Any] | None) -> tuple[str, str | None]:
     return _content_text(payload), request.get("instructions")
 
 
-class History:
+class History(HomeDatabase):
     """The SQLite call log. Opened on first use; safe from several threads and processes."""
 
-    def __init__(self, path: Path | str | None = None) -> None:
-        self._path = Path(path) if path is not None else None
-        self._db = None
-        self._opened: Path | None = None
-        self._lock = threading.Lock()
+    migrations = MIGRATIONS
 
-    @property
-    def path(self) -> Path:
-        return self._path if self._path is not None else history_path()
-
-    def _conn(self):
-        path = self.path  # follows $FOUNDRY_MAGICS_HOME if it changes
-        if self._db is not None and self._opened != path:
-            self._db.close()
-            self._db = None
-        if self._db is None:
-            self._db = open_db(path, MIGRATIONS)
-            self._opened = path
-        return self._db
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+    def default_path(self) -> Path:
+        return history_path()
 
     def record(self, rec: Any, *, conversation: str | None = None, partial: str | None = None,
                secrets: Sequence[str] = ()) -> int:
