@@ -15,16 +15,7 @@ from foundry_magics.emulator.app import App
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = dict(batch_seconds=0.1, batch_fail_rate=0.0, batch_expire=0, file_pending_seconds=0.0,
-            batch_refuse_embeddings=False)
-
-
-@pytest.fixture(scope="module")
-def emu():
-    e = Emulator(lifetime=600, **FAST)
-    e.start()
-    yield e
-    e.stop()
+from batch_helpers import FAST, emu  # noqa: E402,F401 - emu is a fixture
 
 
 @pytest.fixture

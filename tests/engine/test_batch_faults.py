@@ -23,29 +23,7 @@ from foundry_magics.store.batches import JobStore
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = dict(batch_seconds=0.1, batch_fail_rate=0.0, batch_expire=0, file_pending_seconds=0.0,
-            batch_refuse_embeddings=False, seed=0)
-POLL = 0.02
-
-
-@pytest.fixture(scope="module")
-def emu():
-    e = Emulator(lifetime=600, **FAST)
-    e.start()
-    yield e
-    e.stop()
-
-
-@pytest.fixture
-def conn(emu):
-    emu.configure(**FAST)
-    emu.reset_stats()
-    yield Connection.from_url(emu.url + "/openai/v1", kind="emulator", auth="none", model="gpt-4o-mini")
-    emu.configure(**FAST)
-
-
-def routes(emu) -> dict[str, int]:
-    return {k.split(":", 1)[1]: v for k, v in emu.stats()["by_route"].items()}
+from batch_helpers import FAST, POLL, conn, emu, routes  # noqa: F401 - emu and conn are fixtures
 
 
 def reviews(n: int) -> pd.DataFrame:
