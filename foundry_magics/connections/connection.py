@@ -19,6 +19,7 @@ from foundry_magics.defaults import (
     COGNITIVE_SCOPE,
     DEFAULT_API_VERSIONS,
     DEFAULT_KEY_ENV,
+    GATEWAY_HOST_SUFFIXES,
 )
 from foundry_magics.errors import ConfigurationError
 
@@ -29,7 +30,6 @@ AUTHS = ("entra", "key", "none")
 APIS = ("chat", "responses")
 
 _AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
-_APIM_HOST_SUFFIXES = (".azure-api.net",)
 
 _URL_HELP = (
     "A valid endpoint is an http(s) URL such as "
@@ -149,7 +149,7 @@ class Connection:
         if auth == "key" and fields.get("api_key") is None and not fields.get("api_key_env"):
             values["api_key_env"] = DEFAULT_KEY_ENV.get(kind)
         if "key_header" not in fields:
-            if host.endswith(_APIM_HOST_SUFFIXES):
+            if host.endswith(GATEWAY_HOST_SUFFIXES):
                 values["key_header"] = APIM_KEY_HEADER
             elif kind == "openai-compatible":
                 values["key_header"] = "Authorization"

@@ -122,20 +122,35 @@ class AiohttpSession:
             headers["content-type"] = "application/json"
         t = aiohttp.ClientTimeout(total=None, connect=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT),
                                   sock_read=timeout)
+        read_401 = False
         for refreshed in (False, True):
             try:
                 resp = await self._session.request(route.method, route.url, params=route.params or None,
                                                    data=content, headers=headers, timeout=t, allow_redirects=False,
                                                    proxy=self._proxy(route.url))
+                if resp.status == 401 and self.auth.refreshable and not refreshed:
+                    # The same decision as EntraAuth's httpx flows: a token for the wrong audience
+                    # switches to the other scope, any other 401 refreshes the token; once.
+                    text = (await resp.read()).decode("utf-8", "replace")
+                    read_401 = True
+                    if self.auth.wrong_audience(text, resp.headers):
+                        if not self.auth.switch_scope():
+                            break
+                        stale = None
+                    else:
+                        stale = headers.get("Authorization")
+                    resp.release()
+                    read_401 = False
+                    headers.update(await self.auth.aheaders(stale=stale))
+                    continue
             except _failures() as exc:
                 raise transport_error(exc, route.url) from exc
-            if resp.status == 401 and self.auth.refreshable and not refreshed:
-                resp.release()
-                headers.update(await self.auth.aheaders(stale=headers.get("Authorization")))
-                continue
             break
 
         async def chunks() -> AsyncIterator[bytes]:
+            if read_401:  # its body was read above to see why
+                yield await resp.read()
+                return
             async for chunk in resp.content.iter_any():
                 yield chunk
 
