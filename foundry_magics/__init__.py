@@ -34,7 +34,7 @@ _EXPORTS = {
     "agents": "notebook.agents",
     "BatchJob": "engine.batch",
     "BatchFailedError": "engine.batch",
-    "batch_jobs": "frames.accessor",
+    "batch_jobs": "frames.pandas",
     "compare": "notebook.compare",
     "Comparison": "notebook.compare",
     "Estimate": "engine.estimate",
@@ -94,7 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from foundry_magics import errors
     from foundry_magics.engine.batch import BatchFailedError, BatchJob
     from foundry_magics.engine.estimate import Estimate
-    from foundry_magics.frames.accessor import batch_jobs
+    from foundry_magics.frames.pandas import batch_jobs
     from foundry_magics.frames import spark
     from foundry_magics.notebook.agents import agents
     from foundry_magics.notebook.compare import Comparison, compare
@@ -113,16 +113,31 @@ def _emulator_fallback() -> Any:
     return emulator_connection()
 
 
+def _run_display() -> Any:
+    from foundry_magics.notebook.progress import make
+
+    return make
+
+
+def _batch_display() -> Any:
+    from foundry_magics.notebook.render import batch_progress
+
+    return batch_progress
+
+
 def _wire() -> None:
     """The facade is where the faces meet the core: old import paths, the emulator as the
-    fallback connection, and df.foundry once pandas is (or gets) imported. Each step is cheap:
-    nothing heavy is imported here."""
+    fallback connection, the notebook's progress bars for runs that ask for progress, and
+    df.foundry once pandas is (or gets) imported. Each step is cheap: nothing heavy is
+    imported here."""
     from foundry_magics import _compat
     from foundry_magics.connections.fallback import set_fallback
+    from foundry_magics.ops.display import set_displays
     from foundry_magics.frames import hook
 
     _compat.install()
     set_fallback(_emulator_fallback)
+    set_displays(run=_run_display, batch=_batch_display)
     hook.install()
 
 

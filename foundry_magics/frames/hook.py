@@ -22,7 +22,7 @@ _lock = threading.Lock()
 
 def _register() -> None:
     try:
-        from foundry_magics.frames.accessor import register
+        from foundry_magics.frames.pandas import register
 
         register()
     except Exception:  # never break the user's `import pandas`

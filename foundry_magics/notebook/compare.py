@@ -303,49 +303,45 @@ def _changed(comp: Comparison) -> bool:
     return changed
 
 
-def compare(prompt: str, models: Sequence[str], *, system: str | None = None, connection: Any = None,
-            temperature: float | None = None, max_tokens: int | None = None, format: str = "markdown",  # noqa: A002
-            images: Any = None, chat: str | None = None, schema: Any = None, api: str | None = None,
-            stream: bool = False, namespace: Mapping[str, Any] | None = None) -> Comparison:
+def compare(prompt: str, models: Sequence[str], **options: Any) -> Comparison:
     """`fm.compare("Explain X", models=["gpt-4.1-mini", "gpt-4o"])`: the same prompt to each
     model at once -> a `Comparison` (shown as columns side by side; `.replies` model -> Reply).
 
-    Options as in `%%foundry`: system, connection, temperature, max_tokens, format
-    ("markdown", "text", "code", "json", "html"), images (a path, URL, bytes, PIL image or a
-    list), chat (a conversation name: each model continues NAME@MODEL), schema, api. The prompt
-    is sent as written (no `{name}` interpolation). stream=True streams into the columns of
-    one display (Jupyter) while the replies arrive."""
+    Options (checked like every other call's, before anything is sent): system, connection,
+    temperature, max_tokens, schema, api, images (a path, URL, bytes, PIL image or a list),
+    format ("markdown", "text", "code", "json", "html"), chat (a conversation name: each model
+    continues NAME@MODEL), stream. The prompt is sent as written (no `{name}` interpolation).
+    stream=True streams into the columns of one display (Jupyter) while the replies arrive."""
     from foundry_magics.errors import ConfigurationError
     from foundry_magics.notebook import prompting
-    from foundry_magics.notebook.magic_args import APIS, FORMATS, PromptArgs
+    from foundry_magics.notebook.magic_args import FORMATS, PromptArgs
+    from foundry_magics.ops.options import REQUEST, check
 
+    opts = check(options, (REQUEST - {"model"}) | {"format", "chat", "stream"}, "fm.compare()")
+    fmt = opts.get("format", "markdown")
+    if fmt not in FORMATS:
+        raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.",
+                                 hint='For example format="text".')
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",")]
     models = list(dict.fromkeys(m.strip() for m in (models or []) if isinstance(m, str) and m.strip()))
     if len(models) < 2:
-        raise ConfigurationError("compare() needs two or more models.",
+        raise ConfigurationError("compare() needs two or more different models.",
                                  hint='fm.compare("...", models=["gpt-4.1-mini", "gpt-4o"])')
-    if format not in FORMATS:
-        raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {format!r}.")
-    if api is not None and api not in APIS:
-        raise ConfigurationError(f"api must be 'chat' or 'responses', got {api!r}.")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigurationError("The prompt is empty.", hint='fm.compare("Explain X", models=[...])')
+    images = opts.get("images")
     img_list = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
-    args = PromptArgs(prompt=prompt, connection=connection,  # a name, a URL or a Connection
-                      system=system, api=api, temperature=temperature, max_tokens=max_tokens, format=format,
-                      chat=chat, stream=stream, interpolate=False, models=models)
+    stream = bool(opts.get("stream", False))
+    # Values, not names: images and the schema are given as they are (no namespace lookup).
+    args = PromptArgs(prompt=prompt, connection=opts.get("connection"), system=opts.get("system"),
+                      api=opts.get("api"), temperature=opts.get("temperature"), max_tokens=opts.get("max_tokens"),
+                      format=fmt, chat=opts.get("chat"), stream=stream, interpolate=False, models=models,
+                      images=img_list, schema=opts.get("schema"))
     p = prompting.prompter()
     settings = prompting.Settings(stream=stream)
-    ns = dict(namespace or {})
-    if img_list:  # values, not names: give each one a name only this call sees
-        ns.update({f"__fm_image_{i}": v for i, v in enumerate(img_list)})
-        args.images = [f"__fm_image_{i}" for i in range(len(img_list))]
-    if schema is not None:
-        ns["__fm_schema"] = schema
-        args.schema = "__fm_schema"
-    calls = p.prepare_compare(args, ns, settings)
-    live = bool(stream) and _live_frontend()
+    calls = p.prepare_compare(args, {}, settings)
+    live = stream and _live_frontend()
     return run_comparison(p, calls, live=live, fmt=calls[0].format, prompt=prompt, notice=calls[0].notice)
 
 

@@ -105,6 +105,27 @@ def _number(value: Any, name: str, kind: type, example: str) -> Any:
     return out
 
 
+_VERB = {"chat": "chat", "responses": "respond"}
+
+
+def _checked(temperature: Any, max_tokens: Any) -> tuple[Any, Any]:
+    """The request options every call shares, checked as every front-end checks them."""
+    from foundry_magics.ops.options import check_value
+
+    return check_value("temperature", temperature), check_value("max_tokens", max_tokens)
+
+
+def _known_options(builder: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> None:
+    import inspect
+
+    from foundry_magics.ops.options import unknown_option
+
+    params = inspect.signature(builder).parameters
+    for name in kwargs:
+        if name not in params:
+            raise unknown_option(name, [p for p in params if p not in ("prompt", "self")], where)
+
+
 class BaseClient:
     def __init__(
         self,
@@ -218,6 +239,7 @@ class BaseClient:
                 "messages must be a list of {'role': ..., 'content': ...} dicts.",
                 hint='For one prompt use chat("text"); for a history use messages=[{"role": "user", "content": "..."}].',
             )
+        temperature, max_tokens = _checked(temperature, max_tokens)
         msgs = list(messages or [])
         if (prompt is None or not str(prompt).strip()) and not msgs:
             raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or messages=[...].")
@@ -271,6 +293,7 @@ class BaseClient:
         `agent`: "NAME" or "NAME:VERSION" of a Foundry project's agent, sent as an agent reference
         (the agent brings its model; `model=` is sent only when given here). `conversation`: the id
         of a server-side conversation this turn continues (rest.agents)."""
+        temperature, max_tokens = _checked(temperature, max_tokens)
         payload = input if input is not None else prompt
         if payload is None or (isinstance(payload, str) and not payload.strip()) or payload == []:
             raise ConfigurationError("Nothing to send: the prompt is empty.", hint="Give a prompt or input=[...].")
@@ -321,11 +344,19 @@ class BaseClient:
         return route_for(self.connection, "embeddings", model), model
 
     def build(self, op: str, *args: Any, **kwargs: Any) -> tuple[Route, dict[str, Any]]:
-        """`build_respond` for op "responses", else `build_chat`."""
-        return (self.build_respond if op == "responses" else self.build_chat)(*args, **kwargs)
+        """`build_respond` for op "responses", else `build_chat`. An option the request does not
+        take is refused like every other bad option (ConfigurationError, "did you mean")."""
+        if op not in ("chat", "responses"):
+            raise ConfigurationError(f"api must be 'chat' or 'responses', got {op!r}.",
+                                     hint="chat: chat completions; responses: the Responses API.")
+        builder = self.build_respond if op == "responses" else self.build_chat
+        _known_options(builder, kwargs, "client.dry_run()" if op == "dry_run" else f"client.{_VERB[op]}()")
+        return builder(*args, **kwargs)
 
     def dry_run(self, api: str = "chat", *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The exact request `chat`/`respond` would send, with secrets redacted. Sends nothing."""
+        if api in ("chat", "responses"):
+            _known_options(self.build_respond if api == "responses" else self.build_chat, kwargs, "client.dry_run()")
         route, body = self.build(api, *args, **kwargs)
         url = str(httpx.URL(route.url, params=route.params or None))
         headers = {"content-type": "application/json", **self._headers, **self.auth.describe()}  # type: ignore[attr-defined]

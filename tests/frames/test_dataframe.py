@@ -90,7 +90,6 @@ def test_signatures_match_the_design():
     assert list(inspect.signature(s.classify).parameters)[1] == "labels"
     assert list(inspect.signature(s.extract).parameters)[1] == "fields"
     assert list(inspect.signature(s.translate).parameters)[1] == "lang"
-    assert dataframe.run_frame is not frames.run_frame  # the face's wrapper registers progress
     assert fm.last_run is dataframe.last_run
 
 

@@ -186,16 +186,17 @@ def test_images_per_row(emu, conn, tmp_path):
     df = pd.DataFrame({"q": ["What colour?"] * 4, "img": [str(red), str(blue), str(red), None]},
                       index=["r1", "b1", "r2", "none"])
     est = df.foundry.estimate("{q}", images="img", connection=conn)
-    assert (est.distinct, est.to_send, est.images) == (3, 3, 2)  # the same text, three different requests
+    assert (est.distinct, est.to_send, est.images) == (2, 2, 2)  # the same text, two different images
     assert est.input_tokens > 2 * 85
     before = sent(emu)
     out = df.foundry.prompt("{q}", images="img", connection=conn, progress=False)
-    assert sent(emu) - before == 3 and out.notna().all()
-    got = bodies(emu, 3)
+    assert sent(emu) - before == 2
+    assert out.notna().tolist() == [True, True, True, False]  # a row without its image is NA, not sent text-only
+    failures = dict(last_run().failures)
+    assert list(failures) == ["none"] and "no image" in failures["none"]
+    got = bodies(emu, 2)
     parts = [b["messages"][-1]["content"] for b in got]
-    with_images = [p for p in parts if isinstance(p, list)]
-    assert len(with_images) == 2 and all(p[1]["type"] == "image_url" for p in with_images)
-    assert "What colour?" in parts  # the row without an image sends plain text
+    assert all(isinstance(p, list) and p[1]["type"] == "image_url" for p in parts)
     # bytes and lists in the cells, and a Series in the Series form
     s = pd.Series(["Describe"], index=["only"])
     s.foundry.prompt("{}", images=pd.Series([[red.read_bytes(), "https://example.com/x.png"]], index=["only"]),
@@ -204,21 +205,24 @@ def test_images_per_row(emu, conn, tmp_path):
     assert [p["type"] for p in last] == ["text", "image_url", "image_url"]
 
 
-def test_a_bad_image_names_the_row_and_sends_nothing(emu, conn, tmp_path):
-    from foundry_magics.rest.images import ImageError
-
+def test_bad_images_fail_their_rows_only_and_every_one_is_listed(emu, conn, tmp_path):
+    red = tmp_path / "red.png"
+    red.write_bytes(_png(b"\xff\x00\x00"))
     (tmp_path / "notes.txt").write_text("not an image")
-    df = pd.DataFrame({"q": ["a", "b"], "img": [str(tmp_path / "missing.png"), str(tmp_path / "notes.txt")]},
-                      index=["first", "second"])
+    df = pd.DataFrame({"q": ["a", "b", "c"],
+                       "img": [str(tmp_path / "missing.png"), str(tmp_path / "notes.txt"), str(red)]},
+                      index=["first", "second", "third"])
     before = sent(emu)
-    with pytest.raises(ImageError) as info:
-        df.foundry.prompt("{q}", images="img", connection=conn, progress=False)
-    assert "Row 'first'" in info.value.message and "missing.png" in info.value.message
-    with pytest.raises(ImageError, match="Row 'second'.*notes.txt.*not a PNG"):
-        df.iloc[1:].foundry.prompt("{q}", images="img", connection=conn, progress=False)
+    out = df.foundry.prompt("{q}", images="img", connection=conn, progress=False)
+    assert sent(emu) - before == 1  # only the good row
+    assert out.isna().tolist() == [True, True, False]
+    failures = dict(last_run().failures)
+    assert list(failures) == ["first", "second"]
+    assert "missing.png" in failures["first"] and "notes.txt" in failures["second"]
+    assert "not a PNG" in failures["second"] or "image" in failures["second"]
+    assert last_run().failed == 2
     with pytest.raises(Exception, match="not a column"):
         df.foundry.prompt("{q}", images="photo", connection=conn, progress=False)
-    assert sent(emu) == before
 
 
 # ---------------------------------------------------------------------- embeddings

@@ -11,6 +11,8 @@ import pytest
 
 from foundry_magics import engine
 from foundry_magics.frames import ops as frames
+from foundry_magics.ops.replies import MISSING, match_label
+from foundry_magics.ops.template import SERIES
 from foundry_magics.rest.client import FoundryClient
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
@@ -43,7 +45,7 @@ def ask(conn, prompts, **kw):
 def test_parse_template():
     t = frames.parse_template("Hi {name}, {{literal}} {n:03d} {name} {}")
     assert t.names == ["name", "n"] and t.positional
-    assert t.render_with({"name": "Ann", "n": 7, frames._SERIES: "v"}) == "Hi Ann, {literal} 007 Ann v"
+    assert t.render_with({"name": "Ann", "n": 7, SERIES: "v"}) == "Hi Ann, {literal} 007 Ann v"
     assert frames.parse_template("{first name}").names == ["first name"]
     assert frames.parse_template("no fields").names == []
     for bad in ("oops {", "oops }", "{a"):
@@ -152,13 +154,13 @@ def test_classify_is_categorical_and_na_when_unmatched(conn):
 
 def test_match_label_is_tolerant():
     labels = ["positive", "negative", "neutral"]
-    assert frames._match_label('{"label": "negative"}', labels) == "negative"
-    assert frames._match_label("Positive.", labels) == "positive"
-    assert frames._match_label("**Neutral**", labels) == "neutral"
-    assert frames._match_label("I would say it is negative overall", labels) == "negative"
-    assert frames._match_label("positive or negative, hard to say", labels) is frames._MISSING
-    assert frames._match_label("banana", labels) is frames._MISSING
-    assert frames._match_label("3", [1, 2, 3]) == 3
+    assert match_label('{"label": "negative"}', labels) == "negative"
+    assert match_label("Positive.", labels) == "positive"
+    assert match_label("**Neutral**", labels) == "neutral"
+    assert match_label("I would say it is negative overall", labels) == "negative"
+    assert match_label("positive or negative, hard to say", labels) is MISSING
+    assert match_label("banana", labels) is MISSING
+    assert match_label("3", [1, 2, 3]) == 3
 
 
 def test_sentiment_summarize_translate_are_presets(conn):

@@ -1,0 +1,84 @@
+"""Reading replies: JSON objects for a schema, a label among labels.
+
+What an operation makes of the text a model sent back, shared by every front-end and mode.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Sequence
+
+from foundry_magics.ops.template import MISSING
+
+__all__ = ["loads", "match_label", "json_fields", "schema_fields", "MISSING"]
+
+
+def loads(text: str) -> Any:
+    """The JSON value of a reply, also when the model wrapped it in prose or a code fence; None if none."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    m = re.search(r"\{.*\}", text, re.S)
+    if m:
+        try:
+            return json.loads(m.group(0))
+        except ValueError:
+            return None
+    return None
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s\"'`.!*_:]+", " ", s).strip().lower()
+
+
+def match_label(text: str, labels: Sequence[Any]) -> Any:
+    """The label a reply names: JSON {"label": ...}, the whole reply, or the one label it
+    mentions; MISSING when it names none (or several)."""
+    norm = {_norm(str(lab)): lab for lab in labels}
+    value = loads(text) if "{" in text else None
+    if isinstance(value, dict):
+        v = value.get("label", next(iter(value.values()), None) if len(value) == 1 else None)
+        if v is not None and _norm(str(v)) in norm:
+            return norm[_norm(str(v))]
+    whole = _norm(text)
+    if whole in norm:
+        return norm[whole]
+    low = text.lower()
+    found = [lab for key, lab in norm.items()
+             if key and re.search(r"(?<![\w])" + re.escape(key) + r"(?![\w])", low)]
+    if len(found) == 1:
+        return found[0]
+    return MISSING
+
+
+def schema_fields(schema: Any) -> list[str]:
+    from foundry_magics.rest.schemas import to_json_schema
+
+    return list((to_json_schema(schema).get("properties") or {}).keys())
+
+
+def json_fields(texts: Sequence[Any], schema: Any) -> tuple[dict[str, list], dict[int, str]]:
+    """Each reply parsed as JSON for `schema`: field -> per-reply values, and reasons for the
+    replies that are not such an object (None replies are skipped: they failed already)."""
+    from foundry_magics.rest.schemas import to_json_schema, validate
+
+    js = to_json_schema(schema)
+    fields = list((js.get("properties") or {}).keys())
+    cols: dict[str, list] = {f: [None] * len(texts) for f in fields}
+    bad: dict[int, str] = {}
+    for i, text in enumerate(texts):
+        if text is None:
+            continue
+        value = loads(text)
+        if not isinstance(value, dict):
+            bad[i] = f"the reply is not a JSON object: {text[:80]!r}"
+            continue
+        problems = validate(value, js)
+        if problems and not any(f in value for f in fields):
+            bad[i] = "the reply does not match the schema: " + "; ".join(problems[:3])
+            continue
+        for f in fields:
+            cols[f][i] = value.get(f)
+    return cols, bad
