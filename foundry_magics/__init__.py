@@ -56,6 +56,7 @@ _EXPORTS = {
     "ContentFilterError": "errors",
     "ContextLengthError": "errors",
     "ServerError": "errors",
+    "RunInterrupted": "errors",
 }
 _SUBMODULES = ("emulator", "errors", "spark")
 _SUBMODULE_PATHS = {"spark": "frames.spark"}  # public name -> module, where they differ

@@ -17,8 +17,20 @@
         │                        and an API Management gateway's 403 token quota (`quota_block`)
         └── ServerError          5xx
 
+    KeyboardInterrupt (builtin)
+    └── RunInterrupted           Ctrl-C stopped a DataFrame run (or a batch wait): says what was kept
+
 Every message names the cause and the fix. No message, repr or attribute holds a secret:
 keys never reach this module, and request headers are not kept.
+
+In IPython/Jupyter both show as one block, not a traceback: `_render_traceback_` returns the
+lines of `block(exc)` ("Title: cause", "Fix: hint"), the same the magics show. When
+`show_tracebacks(True)` is on (`%config FoundryMagics.tracebacks = True`), the attribute is
+absent, so IPython draws its usual full traceback.
+
+RunInterrupted is a KeyboardInterrupt and not an Exception on purpose: `except Exception`
+(ours and users') must not swallow Ctrl-C, and code catching KeyboardInterrupt still does.
+It is not a FoundryError for the same reason; `except fm.FoundryError` does not catch Ctrl-C.
 """
 
 from __future__ import annotations
@@ -47,10 +59,73 @@ __all__ = [
     "NotFoundError",
     "RateLimitError",
     "ServerError",
+    "RunInterrupted",
     "error_from_response",
+    "block",
+    "show_tracebacks",
     "first_line",
     "describe",
 ]
+
+
+# --------------------------------------------------------------------------- display
+
+_tracebacks = False  # set by `%config FoundryMagics.tracebacks` (notebook.magics), or show_tracebacks()
+
+
+def show_tracebacks(on: bool | None = None) -> bool:
+    """How IPython shows our errors: False (the default) one block, cause then fix; True the
+    full traceback, for debugging. With an argument, set it; return the setting."""
+    global _tracebacks
+    if on is not None:
+        _tracebacks = bool(on)
+    return _tracebacks
+
+
+_TITLES = {
+    "UsageError": "Bad option",
+    "ConfigurationError": "Configuration problem",
+    "ImageError": "Image problem",
+    "MissingKeyError": "Missing API key",
+    "ConnectionFailed": "Cannot reach the endpoint",
+    "TimeoutError": "Timed out",
+    "StreamError": "The stream stopped early",
+    "ResponseError": "Unexpected response",
+    "AuthError": "Not authorized",
+    "NotFoundError": "Not found",
+    "RateLimitError": "Rate limited",
+    "ContentFilterError": "Blocked by the content filter",
+    "ContextLengthError": "Prompt too long",
+    "ServerError": "Service error",
+    "BadRequestError": "Bad request",
+}
+
+
+def block(exc: BaseException) -> tuple[str, str, str | None]:
+    """(title, cause, fix) of the one block an error is shown as; fix is None when it has none."""
+    title = next((_TITLES[c.__name__] for c in type(exc).__mro__ if c.__name__ in _TITLES), "Foundry error")
+    cause = str(exc).strip() or type(exc).__name__
+    hint = getattr(exc, "hint", None)
+    if hint and cause.endswith(hint):
+        cause = cause[: -len(hint)].rstrip()
+    return title, cause, hint
+
+
+def block_text(exc: BaseException) -> str:
+    """The block as plain text: "Title: cause", then "Fix: hint" when there is one."""
+    title, cause, hint = block(exc)
+    return f"{title}: {cause}" + (f"\nFix: {hint}" if hint else "")
+
+
+def _render(lines: Any) -> Any:
+    """The `_render_traceback_` IPython looks for: absent (AttributeError, so hasattr() is False
+    and IPython draws the traceback as usual) while show_tracebacks() is on."""
+    if _tracebacks:
+        raise AttributeError("_render_traceback_")
+    return lines
+
+
+# --------------------------------------------------------------------------- the tree
 
 
 class FoundryError(Exception):
@@ -63,6 +138,29 @@ class FoundryError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+    @property
+    def _render_traceback_(self) -> Any:
+        """IPython shows the error as this one block (cause, then fix), not a traceback."""
+        return _render(lambda: block_text(self).splitlines())
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run or a wait. The message is one line: what was kept, how to go on
+    (e.g. "Interrupted: 1,234 of 5,000 rows finished and cached; run the same call again to
+    send only the rest."). IPython shows only that line. `report`: the run's report, if any."""
+
+    def __init__(self, message: str, *, report: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.report = report
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def _render_traceback_(self) -> Any:
+        return _render(lambda: [self.message])
 
 
 class ConfigurationError(FoundryError, ValueError):

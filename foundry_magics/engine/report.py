@@ -6,6 +6,8 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
+from foundry_magics.errors import RunInterrupted
+
 __all__ = ["Snapshot", "RunReport", "BatchResult", "last_run"]
 
 
@@ -51,6 +53,7 @@ class RunReport:
     model: str | None = None
     connection: str | None = None
     operation: str = "chat"
+    cache: bool = True  # finished rows went to the response cache: a re-run sends only the rest
 
     @property
     def rows_per_s(self) -> float:
@@ -75,6 +78,15 @@ class RunReport:
 
         value = self.cost
         return format_cost(value) if value is not None and (self.input_tokens or self.output_tokens) else ""
+
+    def kept(self) -> str:
+        """One line for an interrupted run: what was kept, and how to go on."""
+        if not self.done:
+            return "Interrupted before any row finished: nothing was kept."
+        head = f"Interrupted: {self.done:,} of {self.rows:,} rows finished"
+        if self.cache:
+            return head + " and cached; run the same call again to send only the rest."
+        return head + "; they are not cached (cache=False): running it again sends every row."
 
     def summary(self) -> str:
         bits = [f"{self.done:,}/{self.rows:,} rows"]
@@ -167,9 +179,10 @@ class BatchResult:
     error: BaseException | None = None  # what stopped the run (wrong key, quota block, ...)
 
     def raise_if_stopped(self) -> None:
-        """Re-raise what stopped the run: KeyboardInterrupt, or the fatal error."""
+        """Re-raise what stopped the run: RunInterrupted (a KeyboardInterrupt whose one line
+        says what was kept), or the fatal error."""
         if self.report.interrupted:
-            raise KeyboardInterrupt
+            raise RunInterrupted(self.report.kept(), report=self.report)
         if self.error is not None:
             raise self.error
 

@@ -49,7 +49,8 @@ def run_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: An
     Ctrl-C stops the run; so does a fatal error (wrong key, unknown deployment, quota block,
     the first requests all failing alike). Either way what finished is cached and returned,
     `report.interrupted` / `result.error` say why it stopped, and `result.raise_if_stopped()`
-    re-raises. `fm.last_run()` is the same report.
+    re-raises (Ctrl-C as `fm.RunInterrupted`: a KeyboardInterrupt shown as one line saying what
+    was kept). `fm.last_run()` is the same report.
     """
     concurrency = CONCURRENCY if concurrency is None else concurrency
     _check_positive("concurrency", concurrency, allow_none=False)
@@ -125,6 +126,7 @@ def _finish(run: Run, progress: Any, label: str) -> BatchResult:
         interrupted = True
     report = run.report()
     report.interrupted = report.interrupted or interrupted
+    report.cache = run.use_cache  # what an interruption kept: RunInterrupted's line says it
     set_last(report)
     record_run(report)  # %foundry usage / fm.usage() count every run
     exc = fut.exception() if fut.done() and not fut.cancelled() else None

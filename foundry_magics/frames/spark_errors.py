@@ -127,7 +127,7 @@ def render_lines(exc: FoundryError) -> list[str]:
 
 def _render_traceback_(self: BaseException) -> Any:
     ours = foundry_error(self)
-    if ours is None:
+    if ours is None or _errors.show_tracebacks():  # not ours, or %config FoundryMagics.tracebacks = True
         raise AttributeError("_render_traceback_")  # hasattr() is False: IPython draws it as usual
     return lambda: render_lines(ours)
 

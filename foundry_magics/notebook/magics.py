@@ -12,9 +12,10 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
 
 from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
+from foundry_magics.errors import show_tracebacks
 
 __all__ = ["FoundryMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -46,6 +47,7 @@ HELP = """\
 
 Defaults: `%config FoundryMagics.format = "text"` (also `default_connection`, `stream`, `concurrency`,
 `cache`, `history`, `timeout`, `max_retries`); `%config FoundryMagics` lists them.
+Errors show as one block (cause, then fix); `%config FoundryMagics.tracebacks = True` shows full tracebacks.
 """
 
 
@@ -62,6 +64,12 @@ class FoundryMagics(Magics):
     history = Bool(True, help="Log every call to $FOUNDRY_MAGICS_HOME/history.sqlite.").tag(config=True)
     timeout = Float(TIMEOUT, help="Seconds to wait for an answer, per attempt.").tag(config=True)
     max_retries = Int(MAX_RETRIES, help="Retries on 429 / 5xx / connection errors.").tag(config=True)
+    tracebacks = Bool(False, help="Show full tracebacks for this package's errors, also those raised from "
+                      "Python (debugging); off: one block, cause then fix.").tag(config=True)
+
+    @observe("tracebacks")
+    def _tracebacks_changed(self, change: Any) -> None:
+        show_tracebacks(change["new"])  # read by FoundryError._render_traceback_, for the Python API too
 
     @validate("default_connection")
     def _check_connection(self, proposal: Any) -> Any:
@@ -108,6 +116,8 @@ class FoundryMagics(Magics):
         except Exception as exc:
             if not isinstance(exc, UsageError) and not _is_foundry_error(exc):
                 raise  # a bug: let IPython show it
+            if self.tracebacks and not isinstance(exc, UsageError):
+                raise  # debugging: IPython draws the full traceback
             render.show_error(exc)
         return None
 
@@ -236,6 +246,9 @@ class FoundryMagics(Magics):
                 view = live.finish(self._view(call, stream.text, error=exc))
                 _skip_echo(view, self.shell)
                 return view
+            if self.tracebacks:
+                live.handle.update({"text/plain": ""}, raw=True)
+                raise  # debugging: IPython draws the full traceback
             data, meta = render.ErrorView(exc)._repr_mimebundle_()
             live.handle.update(data, metadata=meta, raw=True)
             return None
@@ -278,6 +291,8 @@ class FoundryMagics(Magics):
             extra["estimate"] = True
         if args.batch:  # the Batch API: Ctrl-C leaves the job running; the same cell again re-attaches
             extra["batch"] = True
+        # Ctrl-C raises fm.RunInterrupted (a KeyboardInterrupt): IPython shows its one line
+        # (what was kept; the rows that finished are in df[out] and cached) and stops the cells queued after.
         report = run_frame(
             df, args.prompt, out=args.out, schema=resolve_schema(args.schema, namespace) if args.schema else None,
             system=args.system, model=args.model or p.default_model,
@@ -513,6 +528,7 @@ def load_ipython_extension(ipython: Any) -> None:
         _drop_invalid_config(ipython)
         magics = FoundryMagics(shell=ipython)
     ipython.register_magics(magics)
+    show_tracebacks(magics.tracebacks)  # a %config set before loading
     cleanup = getattr(ipython, "input_transformers_cleanup", None)
     if cleanup is not None and _keep_question_marks not in cleanup:
         cleanup.append(_keep_question_marks)
@@ -552,6 +568,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     cleanup = getattr(ipython, "input_transformers_cleanup", None)
     if cleanup is not None and _keep_question_marks in cleanup:
         cleanup.remove(_keep_question_marks)
+    show_tracebacks(False)
     prompting = sys.modules.get("foundry_magics.notebook.prompting")
     if prompting is not None:
         prompting.reset()

@@ -406,40 +406,14 @@ class LiveView:
 # ------------------------------------------------------------------------------ errors
 
 
-def _split_error(exc: BaseException) -> tuple[str, str | None]:
-    text = str(exc).strip() or type(exc).__name__
-    hint = getattr(exc, "hint", None)
-    if hint and text.endswith(hint):
-        text = text[: -len(hint)].rstrip()
-    return text, hint
-
-
-_TITLES = {
-    "UsageError": "Bad option",
-    "ConfigurationError": "Configuration problem",
-    "ImageError": "Image problem",
-    "MissingKeyError": "Missing API key",
-    "ConnectionFailed": "Cannot reach the endpoint",
-    "TimeoutError": "Timed out",
-    "StreamError": "The stream stopped early",
-    "ResponseError": "Unexpected response",
-    "AuthError": "Not authorized",
-    "NotFoundError": "Not found",
-    "RateLimitError": "Rate limited",
-    "ContentFilterError": "Blocked by the content filter",
-    "ContextLengthError": "Prompt too long",
-    "ServerError": "Service error",
-    "BadRequestError": "Bad request",
-}
-
-
 class ErrorView:
     """One readable block: what went wrong (cause) and what to do (fix). No traceback."""
 
     def __init__(self, exc: BaseException, *, partial: bool = False) -> None:
+        from foundry_magics.errors import block  # the same block IPython shows for a raised FoundryError
+
         self.exc = exc
-        self.title = _TITLES.get(type(exc).__name__, "Foundry error")
-        self.cause, self.hint = _split_error(exc)
+        self.title, self.cause, self.hint = block(exc)
         if self.hint is None and type(exc).__name__ == "UsageError":
             self.hint = "`%foundry help` lists the options."
         self.partial = partial

@@ -224,7 +224,9 @@ def test_interrupt_kernel_keeps_finished_rows_and_a_rerun_sends_only_the_rest(ke
             k.km.interrupt_kernel()
             reply = k.wait_reply(msg_id, timeout=15)
             stopped_in = time.monotonic() - t0
-            assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+            # fm.RunInterrupted, a KeyboardInterrupt shown as one line (what was kept), no traceback
+            assert reply["status"] == "error" and reply["ename"] == "RunInterrupted"
+            assert len(reply["traceback"]) == 1 and "rows finished and cached" in reply["traceback"][0]
             assert stopped_in < 3.0, f"Ctrl-C took {stopped_in:.1f} s to stop the run"
 
             first = last_json(k.run(REPORT)["out"])  # the kernel is still usable
