@@ -1,4 +1,4 @@
-"""Pacing a run: rpm/tpm token buckets, the adaptive (AIMD) concurrency limit, token estimates.
+"""Pacing a run: rpm/tpm token buckets and the adaptive (AIMD) concurrency limit.
 
 (How long to back off after a failure is `rest.retry`'s: one policy for calls and runs.)
 """
@@ -8,14 +8,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from foundry_magics.defaults import IMAGE_UNKNOWN_TOKENS
-
-if TYPE_CHECKING:  # pragma: no cover
-    from foundry_magics.engine.prompts import RequestSpec
-
-__all__ = ["TokenBucket", "AdaptiveLimit", "estimate_tokens"]
+__all__ = ["TokenBucket", "AdaptiveLimit"]
 
 
 class TokenBucket:
@@ -90,11 +85,3 @@ class AdaptiveLimit:
             self._last_cut = now
             self.limit = max(1.0, self.limit / 2)
             self.cuts += 1
-
-
-def estimate_tokens(prompt: Any, spec: RequestSpec) -> int:
-    """For the tpm budget: the prompt's characters / 4 plus its output cap (a `Prompt` carries its own)."""
-    text = prompt.text if not isinstance(prompt, str) else prompt
-    cap = (None if isinstance(prompt, str) else prompt.max_tokens) or spec.max_tokens or 0
-    images = 0 if isinstance(prompt, str) else len(prompt.images or ()) * IMAGE_UNKNOWN_TOKENS
-    return len(text) // 4 + len(spec.system or "") // 4 + cap + images + 1

@@ -16,12 +16,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
-from foundry_magics.defaults import FEED_AHEAD, FEED_CHUNK, FLUSH_AT
-from foundry_magics.engine.pacing import estimate_tokens
+from foundry_magics.defaults import FEED_AHEAD, FEED_CHUNK, FLUSH_AT, IMAGE_UNKNOWN_TOKENS
 from foundry_magics.engine.run import Run
 from foundry_magics.errors import describe
 
-__all__ = ["RequestSpec", "Batch", "PromptRun", "Prompt", "RequestKeys", "call_args"]
+__all__ = ["RequestSpec", "Requests", "Batch", "PromptRun", "Prompt", "RequestKeys", "call_args", "estimate_tokens"]
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,16 @@ class RequestKeys:
         self.client, self.spec, self.conn = client, spec, conn
         self.options = spec.options()
         self.route_id: str | None = None
+        self.route: Any = None
         self.model: str | None = None
         self._key = request_key
 
     def keyed(self, prompt: Any) -> tuple[bytes, dict[str, Any]]:
-        """(cache key, request body) of one prompt."""
+        """(cache key, request body) of one prompt: the body is built once, for the key and
+        for the wire (`self.route` is where it goes: the same for every request of a run)."""
         text, kw = call_args(prompt, self.options)
         route, body = self.client.build(self.spec.op, text, **kw)
+        self.route = route
         if self.route_id is None:
             from foundry_magics.store.cache import route_identity
 
@@ -88,7 +90,7 @@ class RequestKeys:
 
 
 @dataclass
-class Batch:
+class Requests:
     """`size` distinct requests. `render(indices)` gives their prompts (called chunk by chunk);
     `weights[i]` is how many rows request i answers (dedup), for progress and the report."""
 
@@ -99,8 +101,19 @@ class Batch:
     na_rows: int = 0
 
 
+Batch = Requests  # its old name ("batch" now means the Azure Batch API only)
+
+
+def estimate_tokens(prompt: Any, spec: "RequestSpec") -> int:
+    """For the tpm budget: the prompt's characters / 4 plus its output cap (a `Prompt` carries its own)."""
+    text = prompt.text if not isinstance(prompt, str) else prompt
+    cap = (None if isinstance(prompt, str) else prompt.max_tokens) or spec.max_tokens or 0
+    images = 0 if isinstance(prompt, str) else len(prompt.images or ()) * IMAGE_UNKNOWN_TOKENS
+    return len(text) // 4 + len(spec.system or "") // 4 + cap + images + 1
+
+
 class PromptRun(Run):
-    def __init__(self, batch: Batch, spec: RequestSpec, conn: Any, **options: Any) -> None:
+    def __init__(self, batch: Requests, spec: RequestSpec, conn: Any, **options: Any) -> None:
         super().__init__(conn, size=batch.size, weights=batch.weights, rows=batch.rows, na_rows=batch.na_rows,
                          model=spec.model, **options)
         self.batch = batch
@@ -142,27 +155,28 @@ class PromptRun(Run):
             start += size
             size = FEED_CHUNK
             keyed: dict[bytes, list[int]] = {}
-            order: list[tuple[bytes, str]] = []
+            order: list[tuple[bytes, Any, dict[str, Any]]] = []
             for i, prompt in zip(idx, self.batch.render(idx)):
                 first_key = keys.route_id is None
-                key = keys.keyed(prompt)[0]
+                key, body = keys.keyed(prompt)
                 if first_key:
                     self.model = keys.model
+                    self.route = keys.route
                 waiting = self.inflight.get(key) or keyed.get(key)
                 if waiting is not None:  # identical to one queued, in flight, or earlier in this chunk
                     waiting.append(i)
                     continue
                 keyed[key] = [i]
-                order.append((key, prompt))
-            hits = self.cache.get_many([k for k, _ in order]) if order else {}
-            for key, prompt in order:
+                order.append((key, prompt, body))
+            hits = self.cache.get_many([k for k, _, _ in order]) if order else {}
+            for key, prompt, body in order:
                 hit = hits.get(key)
                 if hit is not None:
                     self.cache_hits += 1
                     self.succeed(keyed[key], hit.text, cached=True)
                     continue
                 self.inflight[key] = keyed[key]
-                await queue.put((key, prompt, estimate_tokens(prompt, spec)))
+                await queue.put((key, body, estimate_tokens(prompt, spec)))
             if first and queue.qsize():
                 # Let the first requests go out (connections open) before rendering more.
                 first = False
@@ -181,16 +195,15 @@ class PromptRun(Run):
     # -- sending -------------------------------------------------------------------------
 
     async def _worker(self, queue: asyncio.Queue) -> None:
-        options = self.spec.options()
-        call = self.client.respond if self.spec.op == "responses" else self.client.chat
+        op = self.spec.op
+        send = self.client.send_built
         while True:
             item = await queue.get()
             if item is None or self.stopped is not None:
                 return
-            key, prompt, est = item
-            text, kwargs = call_args(prompt, options)
-            try:
-                reply = await self.send(lambda: call(text, **kwargs), est, self.inflight.get(key, ()))
+            key, body, est = item
+            try:  # the body that was keyed is the body that is sent: built once
+                reply = await self.send(lambda: send(op, self.route, body), est, self.inflight.get(key, ()))
                 if reply is not None:
                     self._finish_ok(key, reply)
                 else:

@@ -8,7 +8,7 @@ from typing import Any
 
 from foundry_magics.errors import RunInterrupted
 
-__all__ = ["Snapshot", "RunReport", "BatchResult", "last_run"]
+__all__ = ["Snapshot", "RunReport", "RunResult", "BatchResult", "last_run"]
 
 
 @dataclass
@@ -172,7 +172,7 @@ class RunReport:
 
 
 @dataclass
-class BatchResult:
+class RunResult:
     texts: list[Any]  # one per distinct request: reply text (vector), or None when failed / not sent
     errors: dict[int, str]  # distinct request index -> reason
     report: RunReport
@@ -186,6 +186,8 @@ class BatchResult:
         if self.error is not None:
             raise self.error
 
+
+BatchResult = RunResult  # its old name ("batch" now means the Azure Batch API only)
 
 _last: RunReport | None = None
 

@@ -29,21 +29,21 @@ from foundry_magics.defaults import (
 )
 from foundry_magics.engine.embeddings import EmbedRun
 from foundry_magics.engine.looper import stop_soon, submit
-from foundry_magics.engine.prompts import Batch, PromptRun, RequestSpec
-from foundry_magics.engine.report import BatchResult, set_last
+from foundry_magics.engine.prompts import PromptRun, Requests, RequestSpec
+from foundry_magics.engine.report import RunResult, set_last
 from foundry_magics.engine.run import Run
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.store.usage import record_run
 
-__all__ = ["run_batch", "embed_texts", "wait_for", "Batch", "RequestSpec"]
+__all__ = ["run_requests", "run_batch", "embed_texts", "wait_for", "Requests", "RequestSpec"]
 
 log = logging.getLogger("foundry_magics.engine")
 
 
-def run_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any = None,
+def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connection: Any = None,
               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
               cache: bool = True, progress: Any = False, timeout: float = TIMEOUT, max_retries: int = MAX_RETRIES,
-              transport: Any = None, label: str = "foundry") -> BatchResult:
+              transport: Any = None, label: str = "foundry") -> RunResult:
     """Send `batch` (blocking the caller's thread, not its event loop) and return the replies.
 
     Ctrl-C stops the run; so does a fatal error (wrong key, unknown deployment, quota block,
@@ -65,11 +65,14 @@ def run_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: An
     return _finish(run, progress, label)
 
 
+run_batch = run_requests  # its old name
+
+
 def embed_texts(texts: Sequence[str], *, connection: Any = None, model: str | None = None,
                 dimensions: int | None = None, cache: bool = True, progress: Any = False,
                 timeout: float = EMBED_TIMEOUT, max_retries: int = MAX_RETRIES, concurrency: int = EMBED_CONCURRENCY,
                 weights: Sequence[int] | None = None, rows: int | None = None, na_rows: int = 0,
-                transport: Any = None, label: str = "embed") -> BatchResult:
+                transport: Any = None, label: str = "embed") -> RunResult:
     """Vectors (numpy float32) for distinct `texts`, EMBED_BATCH per request; cached per text."""
     conn = _connection(connection)
     from foundry_magics.rest.base import BaseClient
@@ -95,7 +98,7 @@ def _check_positive(name: str, value: Any, allow_none: bool = True) -> None:
                                  hint=f"Pass {name}=N with N > 0, or leave it out.")
 
 
-def _check_first_request(conn: Any, batch: Batch, spec: RequestSpec) -> None:
+def _check_first_request(conn: Any, batch: Requests, spec: RequestSpec) -> None:
     """A missing key or model, a bad schema or option: fail here, before anything starts."""
     from foundry_magics.engine.prompts import call_args
     from foundry_magics.rest.base import BaseClient
@@ -117,7 +120,7 @@ def ensure_model(probe: Any, spec: RequestSpec) -> None:
             client.ensure_model(spec.model, spec.op)
 
 
-def _finish(run: Run, progress: Any, label: str) -> BatchResult:
+def _finish(run: Run, progress: Any, label: str) -> RunResult:
     fut = submit(run.main())
     interrupted = False
     try:
@@ -132,7 +135,7 @@ def _finish(run: Run, progress: Any, label: str) -> BatchResult:
     exc = fut.exception() if fut.done() and not fut.cancelled() else None
     if exc is not None:  # a bug in the engine itself: never swallow it
         raise exc
-    return BatchResult(run.values, run.errors, report, error=run.fatal)
+    return RunResult(run.values, run.errors, report, error=run.fatal)
 
 
 def wait_for(run: Run, fut: concurrent.futures.Future, progress: Any, label: str) -> None:

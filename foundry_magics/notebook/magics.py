@@ -281,7 +281,7 @@ class FoundryMagics(Magics):
         if not args.prompt.strip():
             raise ConfigurationError("The template is empty.",
                                      hint="Write it in the cell, e.g. Summarize: {text}  (column names in braces).")
-        from foundry_magics.frames.accessor import run_frame
+        from foundry_magics.frames.pandas import run_frame
 
         settings = self._settings()
         extra: dict[str, Any] = {}
@@ -291,6 +291,9 @@ class FoundryMagics(Magics):
             extra["estimate"] = True
         if args.batch:  # the Batch API: Ctrl-C leaves the job running; the same cell again re-attaches
             extra["batch"] = True
+        for option in ("temperature", "max_tokens", "api"):  # request options, when given, as in a single cell
+            if getattr(args, option, None) is not None:
+                extra[option] = getattr(args, option)
         # Ctrl-C raises fm.RunInterrupted (a KeyboardInterrupt): IPython shows its one line
         # (what was kept; the rows that finished are in df[out] and cached) and stops the cells queued after.
         report = run_frame(

@@ -48,6 +48,7 @@ SENTIMENT = "Classify the sentiment of this text as positive, negative or neutra
 EXTRACT = "Extract these fields from the text: {fields}. Text: {}"
 SENTIMENT_LABELS = ("positive", "negative", "neutral")
 VALUE = "__value__"  # the column key of the Series form's value
+_ARROW_CHUNK = 65_536  # replies converted to Arrow at a time
 
 
 @dataclass
@@ -85,8 +86,23 @@ class Outcome:
         return self.plan.spread(self.values[name])
 
     def arrow(self, name: Any = None, type: Any = None) -> Any:  # noqa: A002
-        """One output's values per row, as a pyarrow Array."""
-        return self.plan.spread_arrow(self.values[name], type)
+        """One output's values per row, as a pyarrow Array. The per-distinct Python values are
+        released once converted (a million replies are a few hundred MB as Python strings)."""
+        import pyarrow as pa
+
+        values = self.values[name]
+        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+            chunks = []
+            for start in range(0, len(values), _ARROW_CHUNK):  # converted and released a chunk at a time
+                part = values[start:start + _ARROW_CHUNK]
+                chunks.append(pa.array(part, type=type, from_pandas=True))
+                values[start:start + _ARROW_CHUNK] = [None] * len(part)
+            arrow = pa.chunked_array(chunks, type=type or (chunks[0].type if chunks else pa.null()))
+            if values is self.result.texts:
+                self.result.texts = arrow
+            self.values[name] = arrow
+            values = arrow
+        return self.plan.spread_arrow(values, type)
 
     def failures(self) -> list[tuple[int, str]]:
         """(row position, reason) of every row without a value."""
@@ -221,7 +237,7 @@ class Operation:
         from foundry_magics import engine
 
         o = self.options
-        return engine.run_batch(plan.requests(), self.request_spec(conn), connection=conn,
+        return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
                                 concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
                                 cache=o.get("cache", True), progress=self._progress(), label=label)
 
@@ -264,7 +280,7 @@ class Operation:
     def read(self, texts: Sequence[Any]) -> tuple[dict[Any, list], dict[int, str]]:
         """Per-distinct replies -> output name -> values, and reasons for replies that do not fit."""
         if self.schema is None:
-            return {None: list(texts)}, {}
+            return {None: texts if isinstance(texts, list) else list(texts)}, {}
         cols, bad = json_fields(texts, self.schema)
         for vals in cols.values():
             for i in bad:

@@ -232,9 +232,9 @@ class Plan:
 
     def requests(self) -> Any:
         """The distinct requests, as the engine, the Batch API and estimates take them."""
-        from foundry_magics.engine.prompts import Batch
+        from foundry_magics.engine.prompts import Requests
 
-        return Batch(self.size, self.render, self.weights, rows=self.n, na_rows=self.na_rows + len(self.skipped))
+        return Requests(self.size, self.render, self.weights, rows=self.n, na_rows=self.na_rows + len(self.skipped))
 
     def texts(self) -> list[str]:
         """Every distinct prompt's text (embeddings send the values themselves)."""
@@ -255,9 +255,22 @@ class Plan:
         """Per-distinct values -> a pyarrow Array, one value per row (null without a request)."""
         import pyarrow as pa
 
-        values = per_unique if isinstance(per_unique, pa.Array) else pa.array(per_unique, type=type, from_pandas=True)
+        values = per_unique
+        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+            values = pa.array(per_unique, type=type, from_pandas=True)
+        if self.identity:  # every row its own request, in order: no copy
+            return values
         indices = pa.array(self.codes, mask=self.codes < 0, type=pa.int64())
         return values.take(indices)
+
+    @property
+    def identity(self) -> bool:
+        """Whether row i is distinct request i for every row (all distinct, none missing)."""
+        if self.size != self.n:
+            return False
+        import numpy as np
+
+        return bool(np.array_equal(self.codes, np.arange(self.n)))
 
     def failures(self, errors: Mapping[int, str]) -> list[tuple[int, str]]:
         """(row position, reason) for every row whose request failed, and every skipped row, in row order."""

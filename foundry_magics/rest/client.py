@@ -401,6 +401,11 @@ class AsyncFoundryClient(BaseClient):
             except FoundryError:
                 pass
 
+    async def send_built(self, op: str, route: Route, body: dict[str, Any]) -> Reply:
+        """Send a request already built by `build` ("chat" or "responses"), not streamed: what
+        the engine does with the body it built once for the cache key and the wire."""
+        return await self._call(op, route, body, False)  # type: ignore[return-value]
+
     # -- I/O -------------------------------------------------------------------------
 
     async def _call(self, op: str, route: Route, body: dict[str, Any], stream: bool) -> Reply | AsyncStream:

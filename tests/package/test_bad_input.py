@@ -286,10 +286,10 @@ def test_bad_templates_fail_before_sending_and_leave_the_frame_alone(emu, templa
     ({"schema": 42}, "must be a mapping"),
     ({"schema": {}}, "no fields"),
     ({"schema": "{bad"}, "not valid JSON"),
-    ({"concurrency": 0}, "concurrency must be a positive number"),
+    ({"concurrency": 0}, "concurrency must be a positive whole number"),
     ({"rpm": -1}, "rpm must be a positive number"),
     ({"tpm": "fast"}, "tpm must be a positive number"),
-    ({"api": "bogus"}, "Unknown API"),
+    ({"api": "bogus"}, "api must be 'chat' or 'responses'"),
     ({"connection": "nope"}, "Unknown connection 'nope'"),
 ])
 def test_bad_run_options_fail_before_sending_and_leave_the_frame_alone(emu, kwargs, cause):
