@@ -317,13 +317,14 @@ def compare(prompt: str, models: Sequence[str], *, system: str | None = None, co
     one display (Jupyter) while the replies arrive."""
     from foundry_magics.errors import ConfigurationError
     from foundry_magics.notebook import prompting
-    from foundry_magics.notebook.magic_args import APIS, FORMATS, PromptArgs
+    from foundry_magics.notebook.magic_args import APIS, FORMATS, PromptArgs, compare_models_problem
 
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",")]
-    models = list(dict.fromkeys(m.strip() for m in (models or []) if isinstance(m, str) and m.strip()))
+    named = [m.strip() for m in (models or []) if isinstance(m, str) and m.strip()]
+    models = list(dict.fromkeys(named))
     if len(models) < 2:
-        raise ConfigurationError("compare() needs two or more models.",
+        raise ConfigurationError("compare(): " + compare_models_problem(named, lambda ms: f"models={ms!r}"),
                                  hint='fm.compare("...", models=["gpt-4.1-mini", "gpt-4o"])')
     if format not in FORMATS:
         raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {format!r}.")
