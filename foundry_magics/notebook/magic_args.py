@@ -177,7 +177,11 @@ def _table(opts: list[_Opt]) -> dict[str, _Opt]:
     return {flag: o for o in opts for flag in o.flags}
 
 
-def compare_models_problem(named: list[str], spell: Callable[[list[str]], str] = lambda ms: f"-m {','.join(ms)}") -> str:
+def _cell_spelling(models: list[str]) -> str:
+    return f"-m {','.join(models)}"
+
+
+def compare_models_problem(named: list[str], spell: Callable[[list[str]], str] = _cell_spelling) -> str:
     """Why these model names cannot be compared (fewer than two distinct), said plainly;
     `spell` writes a list of models as the caller's user types it (`-m A,B` in a cell).
 

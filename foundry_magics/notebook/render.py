@@ -576,7 +576,8 @@ class RequestView(dict):
         headers = "\n".join(f"{k}: {v}" for k, v in r["headers"].items())
         body = json.dumps(r["json"], indent=2, ensure_ascii=False)
         note = self._note()
-        return f"DRY RUN: nothing was sent.\n{r['method']} {r['url']}\n{headers}\n\n{body}" + (f"\n{note}" if note else "")
+        out = f"DRY RUN: nothing was sent.\n{r['method']} {r['url']}\n{headers}\n\n{body}"
+        return out + (f"\n{note}" if note else "")
 
     def markdown(self) -> str:
         r = self.request
