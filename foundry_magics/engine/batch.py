@@ -50,6 +50,7 @@ from foundry_magics.engine.batch_input import Part, PartWriter, Source, embed_so
 from foundry_magics.engine.prompts import Batch, RequestSpec
 from foundry_magics.engine.report import BatchResult, RunReport, Snapshot, set_last
 from foundry_magics.errors import ConfigurationError, FoundryError, NotFoundError, describe
+from foundry_magics.wording import counted, plural
 
 __all__ = ["BatchJob", "BatchCounts", "BatchSnapshot", "BatchFailedError", "submit", "submit_embeddings",
            "job_rows", "JOB_COLUMNS"]
@@ -143,8 +144,10 @@ def _start(io: Any, src: Source, **options: Any) -> "BatchJob":
             io.close()
             raise
         job = BatchJob(call.job_ids, io=io, store=call.store)
-        msg = (f"Interrupted while submitting: {job.counts.total:,} requests of batch job {job.id} were submitted "
-               f"and keep running. Run the same call again: it re-attaches to them and submits the rest.")
+        n = job.counts.total
+        msg = (f"Interrupted while submitting: {counted(n, 'request')} of batch job {job.id} {plural(n, 'was')} "
+               f"submitted and keep{'s' if n == 1 else ''} running. Run the same call again: it re-attaches to "
+               f"{plural(n, 'it', 'them')} and submits the rest.")
         print(msg, file=sys.stdout, flush=True)
         job.close()
         raise KeyboardInterrupt(msg) from None

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 from foundry_magics.defaults import CHARS_PER_TOKEN, EMBED_BATCH, FEED_CHUNK
 from foundry_magics.engine.prompts import Batch, RequestKeys, RequestSpec
+from foundry_magics.wording import counted
 
 __all__ = ["Estimate", "estimate_batch", "estimate_embeddings", "tokenizer"]
 
@@ -78,10 +79,10 @@ class Estimate:
         dedup = max(0, self.rows - self.na_rows - self.distinct)
         rows = [
             ("rows", f"{self.rows:,}" + (f" ({self.na_rows:,} with a missing value: not sent)" if self.na_rows else "")),
-            ("distinct requests", f"{self.distinct:,}" + (f" ({dedup:,} duplicate rows sent once)" if dedup else "")),
+            ("distinct requests", f"{self.distinct:,}"
+                                  + (f" ({counted(dedup, 'duplicate row')} sent once)" if dedup else "")),
             ("already cached", f"{self.cached:,}"),
-            ("to send", f"{self.to_send:,} request{'' if self.to_send == 1 else 's'}"
-                        + (" (Batch API)" if self.batch else "")),
+            ("to send", counted(self.to_send, "request") + (" (Batch API)" if self.batch else "")),
             ("input tokens (est.)", f"{self.input_tokens:,} ({self.tokenizer})"),
         ]
         if self.images:
@@ -115,7 +116,7 @@ class Estimate:
         return rows
 
     def summary(self) -> str:
-        bits = [f"{self.to_send:,} requests to send", f"{self.rows:,} rows", f"{self.distinct:,} distinct",
+        bits = [f"{counted(self.to_send, 'request')} to send", counted(self.rows, "row"), f"{self.distinct:,} distinct",
                 f"{self.cached:,} cached", f"~{self.input_tokens:,} input tokens ({self.tokenizer})"]
         if self.max_output_tokens is not None:
             bits.append(f"≤{self.max_output_tokens:,} output tokens")
@@ -128,6 +129,10 @@ class Estimate:
     def __str__(self) -> str:
         return "\n".join([f"Estimate (nothing was sent) for {self.operation} on {self.model or '?'}"]
                          + [f"  {k}: {v}" for k, v in self._rows()])
+
+    # Readable where there is no HTML (a terminal, IPython's console, a log, a list of estimates):
+    # the dataclass's field dump was no use there. The fields stay attributes (`est.to_send`).
+    __repr__ = __str__
 
     def _repr_markdown_(self) -> str:
         out = ["| estimate (nothing sent) | |", "|---|---|"]
@@ -342,5 +347,5 @@ def estimate_embeddings(texts: Sequence[str], *, connection: Any = None, model: 
     finally:
         store.close()
     est.to_send = math.ceil(missing / EMBED_BATCH)
-    est.notes.append(f"{missing:,} texts to embed, {EMBED_BATCH:,} per request")
+    est.notes.append(f"{counted(missing, 'text')} to embed, {EMBED_BATCH:,} per request")
     return _price(est)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foundry_magics.errors import RunInterrupted
+from foundry_magics.wording import counted
 
 __all__ = ["Snapshot", "RunReport", "RunResult", "BatchResult", "last_run"]
 
@@ -94,13 +95,13 @@ class RunReport:
             bits.append(f"{self.failed:,} failed")
         if self.na_rows:
             bits.append(f"{self.na_rows:,} NA skipped")
-        bits.append(f"{self.requests:,} requests")
+        bits.append(counted(self.requests, "request"))
         if self.cache_hits:
             bits.append(f"{self.cache_hits:,} cache hits")
         if self.dedup_saved:
             bits.append(f"{self.dedup_saved:,} deduplicated")
         if self.retries:
-            bits.append(f"{self.retries:,} retries")
+            bits.append(counted(self.retries, "retry"))
         if self.rate_limited:
             bits.append(f"{self.rate_limited:,}×429")
         if self.input_tokens or self.output_tokens:

@@ -327,7 +327,8 @@ def _check_key(conn: Any, cluster: Cluster) -> None:
         raise ConfigurationError(
             f"The key pasted for {conn.label} is not the one in ${var}, and Spark executors use ${var}.",
             hint=f"Set ${var} to the key you mean (or paste the same one), then run it again.")
-    if var in cluster.executor_env and not _redacted(cluster, f"spark.executorEnv.{var}"):
+    if var in cluster.executor_env and not _redacted(cluster, f"spark.executorEnv.{var}") and var not in _WARNED:
+        _WARNED.add(var)  # once per variable and process: every Spark call checks, one warning is enough
         log.warning(
             "spark.executorEnv.%s is shown in clear in the Spark UI (Environment tab): add it to "
             "spark.redaction.regex when the session starts, e.g. "
@@ -345,6 +346,7 @@ def _key_fix(var: str | None) -> str:
 
 
 _DEFAULT_REDACTION = r"(?i)secret|password|token|access[.]?key"
+_WARNED: set[str] = set()  # variables whose spark.executorEnv.* was said to show in the Spark UI
 
 
 def _redacted(cluster: Cluster, key: str) -> bool:

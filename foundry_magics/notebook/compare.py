@@ -314,7 +314,7 @@ def compare(prompt: str, models: Sequence[str], **options: Any) -> Comparison:
     stream=True streams into the columns of one display (Jupyter) while the replies arrive."""
     from foundry_magics.errors import ConfigurationError
     from foundry_magics.notebook import prompting
-    from foundry_magics.notebook.magic_args import FORMATS, PromptArgs
+    from foundry_magics.notebook.magic_args import FORMATS, PromptArgs, compare_models_problem
     from foundry_magics.ops.options import REQUEST, check
 
     opts = check(options, (REQUEST - {"model"}) | {"format", "chat", "stream"}, "fm.compare()")
@@ -324,9 +324,10 @@ def compare(prompt: str, models: Sequence[str], **options: Any) -> Comparison:
                                  hint='For example format="text".')
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",")]
-    models = list(dict.fromkeys(m.strip() for m in (models or []) if isinstance(m, str) and m.strip()))
+    named = [m.strip() for m in (models or []) if isinstance(m, str) and m.strip()]
+    models = list(dict.fromkeys(named))
     if len(models) < 2:
-        raise ConfigurationError("compare() needs two or more different models.",
+        raise ConfigurationError("compare(): " + compare_models_problem(named, lambda ms: f"models={ms!r}"),
                                  hint='fm.compare("...", models=["gpt-4.1-mini", "gpt-4o"])')
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigurationError("The prompt is empty.", hint='fm.compare("Explain X", models=[...])')

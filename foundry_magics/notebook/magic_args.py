@@ -177,10 +177,44 @@ def _table(opts: list[_Opt]) -> dict[str, _Opt]:
     return {flag: o for o in opts for flag in o.flags}
 
 
+def _cell_spelling(models: list[str]) -> str:
+    return f"-m {','.join(models)}"
+
+
+def compare_models_problem(named: list[str], spell: Callable[[list[str]], str] = _cell_spelling) -> str:
+    """Why these model names cannot be compared (fewer than two distinct), said plainly;
+    `spell` writes a list of models as the caller's user types it (`-m A,B` in a cell).
+
+    A name given twice is refused rather than run once: `-m A,A` asks for a comparison, so
+    the second name is most likely a slip for another model, and running A alone would give
+    a plain reply where a comparison (and its `-o` value) was expected."""
+    if len(named) > 1 and len(set(named)) == 1:
+        model = named[0]
+        said = "twice" if len(named) == 2 else f"{len(named)} times"
+        return (f"the same model, {model}, is named {said}; a comparison needs two different models. "
+                f"Name another one ({spell([model, 'OTHER'])}), or ask {model} alone.")
+    return f"name two or more models to compare ({spell(['A', 'B', 'C'])})."
+
+
 def _unknown(flag: str, table: dict[str, _Opt], where: str) -> UsageError:
-    near = difflib.get_close_matches(flag, list(table), n=1, cutoff=0.6)
-    tip = f" Did you mean {near[0]}?" if near else ""
-    return UsageError(f"Unknown option {flag} for {where}.{tip}")
+    """"Did you mean" only for what is plainly a slip: the start of exactly one option (`--temp`),
+    or a close spelling of one, judged without the dashes (every long option shares "--", which
+    once made `--bogus` look like `--out`). Otherwise no guess: the error's fix line points to
+    `%foundry help` (render.ErrorView), which lists the options."""
+    near = _near(flag, table)
+    return UsageError(f"Unknown option {flag} for {where}." + (f" Did you mean {near}?" if near else ""))
+
+
+def _near(flag: str, table: dict[str, _Opt]) -> str | None:
+    if not flag.startswith("--") or len(flag) < 4:
+        return None
+    word = flag[2:].lower()
+    bare = {f[2:]: f for f in table if f.startswith("--")}
+    starts = [f for b, f in bare.items() if b.startswith(word)]
+    if len(word) >= 3 and len(starts) == 1:
+        return starts[0]
+    close = difflib.get_close_matches(word, list(bare), n=1, cutoff=0.75)
+    return bare[close[0]] if close else None
 
 
 def _split(line: str, where: str) -> list[str]:
@@ -265,9 +299,10 @@ def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
     if args.chat is not None and not args.chat.strip():
         raise UsageError("--chat NAME needs a non-empty name.")
     if args.model is not None and "," in args.model:
-        models = list(dict.fromkeys(m.strip() for m in args.model.split(",") if m.strip()))
+        named = [m.strip() for m in args.model.split(",") if m.strip()]
+        models = list(dict.fromkeys(named))
         if len(models) < 2:
-            raise UsageError(f"-m {args.model!r}: name two or more models to compare, separated by commas (-m A,B,C).")
+            raise UsageError(f"-m {args.model!r}: " + compare_models_problem(named))
         if args.df is not None:
             raise UsageError("-m A,B,C compares models on one prompt; DataFrame mode (--df) takes one model.")
         args.models, args.model = models, None

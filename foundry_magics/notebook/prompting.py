@@ -32,6 +32,7 @@ from foundry_magics.rest.models import Reply
 from foundry_magics.rest.schemas import to_json_schema, validate
 from foundry_magics.store.history import History
 from foundry_magics.store.usage import session_usage
+from foundry_magics.wording import article
 
 __all__ = ["Settings", "Call", "Prompter", "prompter", "reset", "resolve_schema", "parse_json_reply", "interpret_json",
            "extract_code", "resolve_images", "usage"]
@@ -71,13 +72,14 @@ class Call:
     agent: str | None = None  # --agent NAME[:VERSION]
     conversation: str | None = None  # --conversation NAME: a server-side conversation, by local name
     # filled while running
+    served_model: str | None = None  # the model the client found when none was named (a server's only one)
     live: Stream | None = None
     recorded: bool = False
     started: float = 0.0
 
     @property
     def model(self) -> str | None:
-        return self.kwargs.get("model") or self.connection.model
+        return self.kwargs.get("model") or self.connection.model or self.served_model
 
 
 class Prompter:
@@ -276,6 +278,9 @@ class Prompter:
         method = client.respond if call.api == "responses" else client.chat
         call.started = time.perf_counter()
         call.live = method(*args, stream=True, **kwargs)
+        # The client asked the server for its models if none was named: the display that waits
+        # for the first token can now name the model (not "the model").
+        call.served_model = client.model_for(kwargs.get("model"))
         return call.live
 
     def iterate(self, call: Call):
@@ -412,7 +417,7 @@ def resolve_images(specs: Any, namespace: Mapping[str, Any]) -> list[str]:
             value = namespace[spec]
             if not (is_image_value(value) or isinstance(value, (list, tuple))):
                 raise ConfigurationError(
-                    f"--image {spec}: the variable holds a {type(value).__name__}, not an image.",
+                    f"--image {spec}: the variable holds {article(type(value).__name__)}, not an image.",
                     hint="Give it a path, an http(s) URL, bytes or a PIL image (or a list of them).")
         out.extend(image_urls(value))
     return out

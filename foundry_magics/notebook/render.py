@@ -518,27 +518,49 @@ class Table:
         return self.plain()
 
 
+SHOWN_TEXT = 2_000  # characters of one text field a dry run shows; the rest is cut (and counted)
+
+
 class RequestView(dict):
     """`--dry-run`: the request that would be sent (secrets already redacted by the client).
-    A dict (`method`, `url`, `headers`, `json`) that shows itself as an HTTP request."""
+    A dict (`method`, `url`, `headers`, `json`) that shows itself as an HTTP request.
+
+    The dict is the whole request; what is shown is shortened: inline images are described,
+    and a text longer than SHOWN_TEXT characters is cut, saying how much. `out` names the
+    variable that holds the whole request (`-o VAR`), for the note under a shortened one."""
+
+    def __init__(self, request: Mapping[str, Any] = (), out: str | None = None) -> None:
+        super().__init__(request)
+        self.out = out
 
     @property
     def request(self) -> dict[str, Any]:
-        """What is shown: the request, with inline images (base64, often megabytes) described."""
-        return _described_images(dict(self))
+        """What is shown: the request, with inline images (base64, often megabytes) described
+        and long texts cut."""
+        return _shown(dict(self))
+
+    def _note(self) -> str:
+        if not _cut_anything(dict(self)):
+            return ""
+        where = f"the whole request is in `{self.out}`" if self.out else "-o VAR keeps the whole request"
+        return f"Texts over {SHOWN_TEXT:,} characters are cut in this display; {where}."
 
     def plain(self) -> str:
         r = self.request
         headers = "\n".join(f"{k}: {v}" for k, v in r["headers"].items())
         body = json.dumps(r["json"], indent=2, ensure_ascii=False)
-        return f"DRY RUN: nothing was sent.\n{r['method']} {r['url']}\n{headers}\n\n{body}"
+        note = self._note()
+        out = f"DRY RUN: nothing was sent.\n{r['method']} {r['url']}\n{headers}\n\n{body}"
+        return out + (f"\n{note}" if note else "")
 
     def markdown(self) -> str:
         r = self.request
         headers = "\n".join(f"{k}: {v}" for k, v in r["headers"].items())
         body = json.dumps(r["json"], indent=2, ensure_ascii=False)
+        note = self._note()
         return ("**Dry run** — nothing was sent.\n\n"
-                + _fenced(f"{r['method']} {r['url']}\n{headers}", "http") + "\n\n" + _fenced(body, "json"))
+                + _fenced(f"{r['method']} {r['url']}\n{headers}", "http") + "\n\n" + _fenced(body, "json")
+                + (f"\n\n*{note}*" if note else ""))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
         return ({"text/plain": self.plain(), "text/markdown": self.markdown()},
@@ -548,16 +570,27 @@ class RequestView(dict):
         return self.plain()
 
 
-def _described_images(value: Any) -> Any:
+def _shown(value: Any) -> Any:
+    """`value` as a dry run shows it: inline images described, long texts cut."""
     if isinstance(value, dict):
-        return {k: _described_images(v) for k, v in value.items()}
+        return {k: _shown(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_described_images(v) for v in value]
+        return [_shown(v) for v in value]
     if isinstance(value, str) and value.startswith("data:") and len(value) > 200:
         from foundry_magics.rest.images import describe_image
 
         return f"{value[:value.find(',') + 1]}… ({describe_image(value)})"
+    if isinstance(value, str) and len(value) > SHOWN_TEXT:
+        return f"{value[:SHOWN_TEXT]}… [{len(value) - SHOWN_TEXT:,} more characters not shown]"
     return value
+
+
+def _cut_anything(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_cut_anything(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_cut_anything(v) for v in value)
+    return isinstance(value, str) and len(value) > SHOWN_TEXT and not value.startswith("data:")
 
 
 def put_code_in_next_cell(ipython: Any, code: str) -> bool:

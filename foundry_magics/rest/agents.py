@@ -28,6 +28,7 @@ from foundry_magics.defaults import AGENTS_API_VERSION, CONVERSATION_ITEMS_PAGE,
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.rest.models import Citation, ToolCall
 from foundry_magics.rest.routes import Route
+from foundry_magics.wording import article
 
 __all__ = [
     "Agent", "ConversationItem", "agent_reference", "agent_label", "conversation_id_of", "require_project",
@@ -114,7 +115,7 @@ def _v1_root(conn: Connection) -> str:
     if conn.kind in ("openai-v1", "openai-compatible", "emulator"):
         return conn.endpoint.rstrip("/")
     raise ConfigurationError(
-        f"Server-side conversations need the Responses API's v1 route; {conn.label} is a {conn.kind} endpoint.",
+        f"Server-side conversations need the Responses API's v1 route; {conn.label} is {article(conn.kind)} endpoint.",
         hint=f"Connect to a Foundry project ({PROJECT_URL_EXAMPLE}), or use --chat NAME "
              "(a conversation kept in the notebook) on this connection.",
     )

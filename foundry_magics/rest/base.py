@@ -66,7 +66,7 @@ from foundry_magics.rest.agents import (
 from foundry_magics.rest.auth import auth_for
 from foundry_magics.rest.images import attach_chat, attach_responses, chat_content, image_urls
 from foundry_magics.rest.models import Delta, Reply, Usage
-from foundry_magics.rest.retry import RetryPolicy, gateway_memory, is_gateway, parse_retry_after
+from foundry_magics.rest.retry import RetryPolicy, gateway_memory, is_gateway, parse_retry_after, refused_on_loopback
 from foundry_magics.rest.routes import Route, models_from_listing, route_for, uses_max_completion_tokens
 from foundry_magics.rest.schemas import chat_response_format, responses_text_format
 from foundry_magics.rest.sse import ChatStreamState, ResponsesStreamState, SSEDecoder, finish_reason_of
@@ -177,6 +177,11 @@ class BaseClient:
             if listed is not None and len(listed) == 1:
                 model = listed[0]
         return model
+
+    def model_for(self, model: str | None = None) -> str | None:
+        """The model a request would name: `model`, else the connection's, else the only one the
+        server listed (known once `ensure_model` asked); None when none is known yet."""
+        return self._model(model)
 
     def _require_model(self, model: str | None, route: Route) -> None:
         if route.model_in_body and not model:
@@ -793,7 +798,9 @@ def transport_error(exc: BaseException, url: str) -> FoundryError:
             f"No answer from {host} within the timeout ({failure_name(exc)}).",
             hint="Raise timeout= (or %config FoundryMagics.timeout), or check that the endpoint is up.",
         )
-    return ConnectionFailed(
+    err = ConnectionFailed(
         f"Could not reach {host}: {failure_name(exc)}: {str(exc) or 'connection failed'}.",
         hint="Check the endpoint URL and your network; for the local emulator run `%foundry emulator start`.",
     )
+    err.refused_on_loopback = refused_on_loopback(exc, url)  # nothing listens there: not retried (retry.py)
+    return err

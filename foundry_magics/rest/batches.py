@@ -21,6 +21,7 @@ from foundry_magics.connections.connection import Connection
 from foundry_magics.defaults import BATCH_COMPLETION_WINDOW
 from foundry_magics.errors import ConfigurationError, FoundryError, HTTPStatusError
 from foundry_magics.rest.routes import Route
+from foundry_magics.wording import article
 
 __all__ = ["BatchRoutes", "BatchState", "OutputLine", "batch_routes", "input_line", "line_body", "create_body",
            "batch_state", "output_line", "file_status", "is_pending_file", "TERMINAL", "ACTIVE", "OPS"]
@@ -87,7 +88,7 @@ def batch_routes(conn: Connection) -> BatchRoutes:
     if kind == "openai-compatible":  # OpenAI itself, vLLM, ...: lines say /v1/...
         return BatchRoutes(root, line_prefix="/v1" if root.endswith("/v1") else "")
     raise ConfigurationError(
-        f"The Batch API is not available on a {kind} endpoint ({conn.label}).",
+        f"The Batch API is not available on {article(kind)} endpoint ({conn.label}).",
         hint="Connect to the resource's Azure OpenAI endpoint (https://RESOURCE.openai.azure.com/openai/v1) with a "
              "Global Batch deployment, or leave batch=True out to send the requests online.",
     )

@@ -8,7 +8,8 @@ the async one):
     client = FoundryClient(conn, timeout=60, max_retries=6)   # conn=None: the current connection
     r = client.chat("Hello")                                   # -> Reply
     for delta in client.chat("Hello", stream=True): ...        # -> Stream of Deltas
-    r = await AsyncFoundryClient(conn).respond("Hello")        # the same methods, awaitable
+    async with AsyncFoundryClient(conn) as client:             # the same methods, awaitable;
+        r = await client.respond("Hello")                      # `async with` closes its pool
 """
 
 from __future__ import annotations

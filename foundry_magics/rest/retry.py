@@ -5,6 +5,8 @@ pausing its workers). What is transient is decided here, once:
 
 * retried: 408, 409, 429 (unless it is a quota block), 5xx, connections that failed or were
   cut, timeouts, bodies that are not the JSON the API promises;
+* except a connection refused by this machine (127.x, ::1, localhost): nothing listens on
+  that port, and backing off for ~20 s will not start a server there (`refused_on_loopback`);
 * never retried: 400, 401, 403, 404, 422, content filter, context length, bad input;
 * a `retry-after(-ms)` is honoured; without one the wait is exponential with jitter;
 * a retry-after of QUOTA_BLOCK_SECONDS or more is a quota block: give up at once;
@@ -18,6 +20,7 @@ pausing its workers). What is transient is decided here, once:
 from __future__ import annotations
 
 import email.utils
+import errno
 import hashlib
 import random
 import threading
@@ -51,7 +54,7 @@ from foundry_magics.errors import (
 )
 
 __all__ = ["RETRY_STATUSES", "QUOTA_BLOCK_SECONDS", "parse_retry_after", "backoff", "is_transient", "stops_everything",
-           "RetryPolicy", "is_gateway", "GatewayMemory", "gateway_memory"]
+           "refused_on_loopback", "RetryPolicy", "is_gateway", "GatewayMemory", "gateway_memory"]
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -89,8 +92,31 @@ def backoff(retry: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP,
     return min(base * 2 ** (retry - 1), cap) * (1 - 0.25 * u)
 
 
+def refused_on_loopback(exc: BaseException, url: str) -> bool:
+    """Was `exc` (httpx's or aiohttp's, or an OSError) a connection refused by this machine?
+
+    A refusal on loopback is a definite answer - no server on that port - unlike one from a
+    remote host, where a load balancer or a restarting server may refuse for a moment."""
+    host = (urlsplit(url).hostname or "").lower()
+    if not (host == "localhost" or host == "::1" or host.startswith("127.")):
+        return False
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # httpx -> httpcore -> ConnectionRefusedError
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return True
+        os_error = getattr(cause, "os_error", None)  # aiohttp's ClientConnectorError
+        if isinstance(os_error, ConnectionRefusedError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """Would the same request, sent again, plausibly succeed?"""
+    if isinstance(exc, ConnectionFailed) and getattr(exc, "refused_on_loopback", False):
+        return False  # set by rest.base.transport_error
     if isinstance(exc, RateLimitError):
         return not exc.quota_block
     if isinstance(exc, HTTPStatusError):

@@ -594,17 +594,34 @@ def test_the_env_key_works_and_leaves_no_trace_in_closure_plan_ui_or_logs(spark,
                 _assert_clean(str(path), path.read_bytes())
 
 
-def test_unredacted_executor_env_key_is_warned_about(caplog):
+def test_unredacted_executor_env_key_is_warned_about(caplog, monkeypatch):
+    from foundry_magics.frames import spark_job
     from foundry_magics.frames.spark_job import Cluster, _check_key
 
+    monkeypatch.setattr(spark_job, "_WARNED", set())  # not yet warned in this process
     conn = Connection.from_url("https://r.openai.azure.com/openai/v1", api_key_env="AZURE_OPENAI_API_KEY")
     cluster = Cluster(local=False, parallelism=8, executor_env={"AZURE_OPENAI_API_KEY"})
-    _check_key(conn, cluster)
-    assert "spark.redaction.regex" in caplog.text
-    caplog.clear()
     cluster.redaction = REDACTION
     _check_key(conn, cluster)
     assert "redaction" not in caplog.text
+    cluster.redaction = None
+    _check_key(conn, cluster)
+    assert "spark.redaction.regex" in caplog.text
+
+
+def test_the_executor_env_warning_is_said_once_per_process_not_per_call(caplog, monkeypatch):
+    """Each Spark call checks the key; six calls in one run once printed the warning six times."""
+    from foundry_magics.frames import spark_job
+    from foundry_magics.frames.spark_job import Cluster, _check_key
+
+    monkeypatch.setattr(spark_job, "_WARNED", set())
+    conn = Connection.from_url("https://r.openai.azure.com/openai/v1", api_key_env="AZURE_OPENAI_API_KEY")
+    cluster = Cluster(local=False, parallelism=8, executor_env={"AZURE_OPENAI_API_KEY", "OTHER_KEY"})
+    for _ in range(6):
+        _check_key(conn, cluster)
+    assert caplog.text.count("spark.executorEnv.AZURE_OPENAI_API_KEY is shown in clear") == 1
+    _check_key(conn.replace(api_key_env="OTHER_KEY"), cluster)  # another variable is another warning
+    assert caplog.text.count("is shown in clear") == 2
 
 
 def test_a_key_variable_missing_on_an_executor_is_one_readable_error(fm_home):

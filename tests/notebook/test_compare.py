@@ -205,7 +205,7 @@ def test_image_option_paths_urls_and_variables(ip, conn, tmp_path):
     assert "Image problem" in ran.everything and "missing.png" in ran.everything and "Traceback" not in ran.everything
     ip.user_ns["n"] = 42
     ran = run(ip, "%%foundry --image n -m gpt-4o-mini\nWhat is it?")
-    assert "holds a int, not an image" in ran.everything
+    assert "holds an int, not an image" in ran.everything
     assert conn.stats()["requests"] == before
 
 
