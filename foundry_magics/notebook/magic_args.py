@@ -68,19 +68,31 @@ class LineCommand:
 # ----------------------------------------------------------------------------- option table
 
 
-def _number(kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Callable[[str, str], Any]:
+def _number(kind: type, option: str) -> Callable[[str, str], Any]:
+    """A number for `option`: parsed here, then checked by the one function every front-end uses
+    (`ops.options`), so `-t 5` gets the same ConfigurationError as `temperature=5` in Python."""
+
     def convert(flag: str, raw: str) -> Any:
         try:
             value = kind(raw)
         except ValueError:
             what = "a whole number" if kind is int else "a number"
             raise UsageError(f"{flag} needs {what}, got {raw!r}.") from None
-        if lo is not None and (value <= lo if lo_open else value < lo) or hi is not None and value > hi:
-            rng = f"between {lo} and {hi}" if hi is not None else (f"greater than {lo}" if lo_open else f"at least {lo}")
-            raise UsageError(f"{flag} must be {rng}, got {raw}.")
-        return value
+        from foundry_magics.ops.options import check_value
+
+        return check_value(option, value)
 
     return convert
+
+
+def _count(flag: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{flag} needs a whole number, got {raw!r}.") from None
+    if value < 1:
+        raise UsageError(f"{flag} must be at least 1, got {raw}.")
+    return value
 
 
 _ALIASES = {"md": "markdown", "txt": "text", "plain": "text", "python": "code", "completions": "chat"}
@@ -128,8 +140,8 @@ CELL_OPTIONS: list[_Opt] = [
     _Opt(("-m", "--model"), "model", "NAME", "model / deployment name; A,B,C compares them side by side"),
     _Opt(("-s", "--system"), "system", "TEXT", "system prompt (quote it)"),
     _Opt(("--api",), "api", "chat|responses", "chat completions or the Responses API", _choice(APIS)),
-    _Opt(("-t", "--temperature"), "temperature", "F", "sampling temperature, 0 to 2", _number(float, 0, 2)),
-    _Opt(("--max-tokens",), "max_tokens", "N", "cap on reply tokens", _number(int, 1)),
+    _Opt(("-t", "--temperature"), "temperature", "F", "sampling temperature, 0 to 2", _number(float, "temperature")),
+    _Opt(("--max-tokens",), "max_tokens", "N", "cap on reply tokens", _number(int, "max_tokens")),
     _Opt(("-f", "--format"), "format", "|".join(FORMATS), "how to show the reply (default markdown)", _choice(FORMATS)),
     _Opt(("-o", "--out"), "out", "VAR", "store the reply text (parsed object for -f json) in VAR; "
          "with --df, the result column"),
@@ -142,9 +154,9 @@ CELL_OPTIONS: list[_Opt] = [
     _Opt(("--schema",), "schema", "VAR|JSON", "structured output: a variable or inline JSON"),
     _Opt(("--dry-run",), "dry_run", None, "show the request (secrets redacted); send nothing"),
     _Opt(("--df",), "df", "DF", "DataFrame mode: the cell is a template over DF's columns"),
-    _Opt(("--concurrency",), "concurrency", "N", "DataFrame mode: requests in flight", _number(int, 1)),
-    _Opt(("--rpm",), "rpm", "N", "DataFrame mode: requests per minute budget", _number(float, 0, lo_open=True)),
-    _Opt(("--tpm",), "tpm", "N", "DataFrame mode: tokens per minute budget", _number(float, 0, lo_open=True)),
+    _Opt(("--concurrency",), "concurrency", "N", "DataFrame mode: requests in flight", _number(int, "concurrency")),
+    _Opt(("--rpm",), "rpm", "N", "DataFrame mode: requests per minute budget", _number(float, "rpm")),
+    _Opt(("--tpm",), "tpm", "N", "DataFrame mode: tokens per minute budget", _number(float, "tpm")),
     _Opt(("--image",), "images", "PATH|URL|VAR", "attach an image (repeatable); with --df, a column of them",
          repeat=True),
     _Opt(("--estimate",), "estimate", None, "DataFrame mode: what the run would send and cost; send nothing"),
@@ -167,7 +179,7 @@ CONNECT_OPTIONS: list[_Opt] = [
 ]
 
 HISTORY_OPTIONS: list[_Opt] = [
-    _Opt(("-n",), "n", "N", "how many calls to show (default 10)", _number(int, 1)),
+    _Opt(("-n",), "n", "N", "how many calls to show (default 10)", _count),
 ]
 
 _DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "batch")

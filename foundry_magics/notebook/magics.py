@@ -16,6 +16,7 @@ from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, vali
 
 from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
 from foundry_magics.errors import show_tracebacks
+from foundry_magics.wording import article, counted
 
 __all__ = ["FoundryMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -147,7 +148,10 @@ class FoundryMagics(Magics):
         if call.notice:
             render.show(render.Note(call.notice, markdown=f"*ℹ {call.notice}*"))
         if args.dry_run:
-            return render.RequestView(p.dry_run(call))  # shown as the cell's result; a dict in Out/_
+            view = render.RequestView(p.dry_run(call), out=args.out)  # shown as the cell's result; a dict in Out/_
+            if args.out:
+                self.shell.user_ns[args.out] = dict(view)  # the whole request; the display cuts long texts
+            return view
         view = self._stream(p, call) if call.stream else self._send(p, call)
         if view is None:
             return None
@@ -275,7 +279,7 @@ class FoundryMagics(Magics):
 
         if not isinstance(df, pd.DataFrame):
             raise ConfigurationError(
-                f"--df {name} is a {type(df).__name__}, not a pandas DataFrame.",
+                f"--df {name} is {article(type(df).__name__)}, not a pandas DataFrame.",
                 hint=f'Wrap it: {name} = pd.DataFrame(...); for a Series use s.foundry.prompt("... {{}}").',
             )
         if not args.prompt.strip():
@@ -482,7 +486,7 @@ class FoundryMagics(Magics):
                 render.show(render.Note("Emulator not running (`%foundry emulator start`)."))
             else:
                 stats = st.get("stats") or {}
-                render.show(render.Note(f"Emulator running at {st['url']}: {stats.get('requests', 0)} requests served."))
+                render.show(render.Note(f"Emulator running at {st['url']}: {counted(stats.get('requests', 0), 'request')} served."))
 
 
 def _short(text: Any, n: int = 60) -> str:

@@ -146,8 +146,6 @@ def test_request_view_names_the_variable_that_holds_the_whole_request():
     assert dict(view) == req  # the dict itself is never cut
 
 
-@pytest.mark.xfail(strict=True, reason="needs the two-line change to notebook/magics.py _prompt described in the "
-                                       "fixes branch report (the magics file belongs to another helper)")
 def test_a_dry_run_stores_the_whole_request_in_out(ip, conn):
     ip.user_ns["big"] = "word " * 300_000
     ran = run(ip, "%%foundry --dry-run -o req\nSummarize: {big}")
