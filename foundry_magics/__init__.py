@@ -32,8 +32,8 @@ _EXPORTS = {
     "ConnectionPicker": "notebook.widgets",
     "last_run": "engine.report",
     "agents": "notebook.agents",
-    "BatchJob": "engine.batch",
-    "BatchFailedError": "engine.batch",
+    "BatchJob": "batch_api.jobs",
+    "BatchFailedError": "batch_api.failures",
     "batch_jobs": "frames.pandas",
     "compare": "notebook.compare",
     "Comparison": "notebook.compare",
@@ -93,7 +93,8 @@ def unload_ipython_extension(ipython: Any) -> None:
 if TYPE_CHECKING:  # pragma: no cover
     from foundry_magics import emulator
     from foundry_magics import errors
-    from foundry_magics.engine.batch import BatchFailedError, BatchJob
+    from foundry_magics.batch_api.failures import BatchFailedError
+    from foundry_magics.batch_api.jobs import BatchJob
     from foundry_magics.engine.estimate import Estimate
     from foundry_magics.frames.pandas import batch_jobs
     from foundry_magics.frames import spark

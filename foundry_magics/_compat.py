@@ -1,7 +1,8 @@
-"""Old import paths keep working: `foundry_magics.client`, `foundry_magics.session`, ...
+"""Old import paths keep working: `foundry_magics.client`, `foundry_magics.engine.batch`, ...
 
 Until the package was layered, its modules sat side by side (`foundry_magics/client.py`,
-`foundry_magics/registry.py`, ...) and notebooks out there import them by those names. A
+`foundry_magics/registry.py`, ...), and the Batch API lived in the engine
+(`foundry_magics/engine/batch.py`, ...); notebooks out there import them by those names. A
 meta path finder (the protocol only: importlib.abc costs milliseconds to import) answers
 for exactly the names below, by importing the module at its new place and registering the
 very same module object under the old name, so `foundry_magics.client.FoundryClient is
@@ -16,7 +17,7 @@ from typing import Any
 
 __all__ = ["OLD_PATHS", "install"]
 
-# old module (under foundry_magics) -> where it lives now
+# old module (dotted, under foundry_magics) -> where it lives now
 OLD_PATHS = {
     "client": "rest.client",
     "auth": "rest.auth",
@@ -44,6 +45,10 @@ OLD_PATHS = {
     "interpolate": "notebook.interpolate",
     "dataframe": "frames.accessor",
     "pandas_hook": "frames.hook",
+    "engine.batch": "batch_api",
+    "engine.batch_input": "batch_api.inputs",
+    "engine.batch_results": "batch_api.results",
+    "engine.batch_io": "rest.batches",
 }
 _PREFIX = "foundry_magics."
 

@@ -261,6 +261,14 @@ def _price(est: Estimate) -> Estimate:
     return est
 
 
+def _batch_api_available(conn: Any, batch_api: bool) -> None:
+    """An estimate with batch=True refuses what the run refuses: a connection without the Batch API."""
+    if batch_api:
+        from foundry_magics.rest.batches import batch_routes
+
+        batch_routes(conn)
+
+
 def estimate_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any = None, cache: bool = True,
                    batch_api: bool = False) -> Estimate:
     """The estimate of `run_batch(batch, spec, connection=..., cache=...)`: nothing is sent."""
@@ -270,6 +278,7 @@ def estimate_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connectio
 
     conn = connection_for(connection)
     probe = BaseClient(conn)  # a missing key is the same error as the run's, here too
+    _batch_api_available(conn, batch_api)
     ensure_model(probe, spec)
     keys = RequestKeys(probe, spec, conn)
     name, count = tokenizer()
@@ -328,6 +337,7 @@ def estimate_embeddings(texts: Sequence[str], *, connection: Any = None, model: 
 
     conn = connection_for(connection)
     probe = BaseClient(conn)
+    _batch_api_available(conn, batch_api)
     model, keys = embed_keys(probe, conn, texts, model, dimensions)
     name, count = tokenizer()
     est = Estimate(rows=rows if rows is not None else len(texts), na_rows=na_rows, distinct=len(texts),

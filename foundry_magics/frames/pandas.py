@@ -333,7 +333,7 @@ def batch_jobs(limit: int | None = None) -> Any:
     DataFrame (id, status, created, rows, requests, completed, failed, connection, model, op, batches)."""
     import pandas as pd
 
-    from foundry_magics.engine.batch import JOB_COLUMNS, job_rows
+    from foundry_magics.batch_api.table import JOB_COLUMNS, job_rows
 
     return pd.DataFrame(job_rows(limit), columns=list(JOB_COLUMNS))
 

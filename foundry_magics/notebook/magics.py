@@ -464,7 +464,7 @@ class FoundryMagics(Magics):
                                  empty="The project has no agents yet (create one in the Foundry portal)."))
 
     def _cmd_batches(self, cmd: Any) -> None:
-        from foundry_magics.engine.batch import job_rows
+        from foundry_magics.batch_api.table import job_rows
         from foundry_magics.notebook import render
 
         render.show(render.batch_jobs_table(job_rows()))

@@ -636,7 +636,7 @@ def batch_progress(total: int, label: str) -> BatchProgress:
 
 def batch_jobs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """`%foundry batches`: the recorded Batch API jobs, newest first."""
-    from foundry_magics.engine.batch import JOB_COLUMNS
+    from foundry_magics.batch_api.table import JOB_COLUMNS
 
     return Table(rows, [c for c in JOB_COLUMNS if c != "collected"], title="Batch API jobs (newest first)",
                  empty="No Batch API jobs recorded here yet: df.foundry.prompt(..., batch=True) submits one.")

@@ -242,7 +242,7 @@ class Operation:
                                 cache=o.get("cache", True), progress=self._progress(), label=label)
 
     def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
-        from foundry_magics.engine.batch import submit
+        from foundry_magics.batch_api.submit import submit
 
         o = self.options
         return submit(plan.requests(), self.request_spec(conn), connection=conn, cache=o.get("cache", True),
@@ -405,7 +405,7 @@ class Embed(Operation):
                                   weights=plan.weights, rows=plan.n, na_rows=plan.na_rows, label=label)
 
     def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
-        from foundry_magics.engine.batch import submit_embeddings
+        from foundry_magics.batch_api.submit import submit_embeddings
 
         o = self.options
         return submit_embeddings(plan.texts(), connection=conn, model=o.get("model"), dimensions=o.get("dimensions"),

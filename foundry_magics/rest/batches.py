@@ -1,30 +1,47 @@
-"""The Files and Batch APIs per endpoint kind: routes, input lines, and reading what comes back. No I/O.
+"""The Files and Batch APIs per endpoint kind: routes, input lines, reading what comes back, and the calls.
 
     routes = batch_routes(conn)                  # files / batches URLs, the `url` of a line, the endpoint
     line = input_line(custom_id, routes.line_url("chat"), body)      # one JSONL line (bytes)
     state = batch_state(client_json)             # status (lower-cased), request counts, file ids, errors
     out = output_line(raw)                       # custom_id, status code, body or error
+    client = BatchClient(conn)                   # upload, file, create, batch, cancel, list, delete, lines
 
 The bodies of the lines are the online request bodies, built by `BaseClient.build_chat` /
 `build_respond` / `embed_body` (one way to build a request, for every path); a batch line
 only adds the deployment name where the online route carried it in the URL (legacy Azure
 deployments), because every line of a batch file names its Global-Batch deployment.
+
+`BatchClient` is a `FoundryClient`: its requests go out with the same auth, retry policy and
+error mapping as a chat call (a gateway's 403 token quota, a 429's retry-after, a 401 for the
+wrong Entra audience answer the same), synchronously in the caller's thread - a batch job is
+a handful of requests a minute, so it needs no event loop. Uploads stream the input file from
+disk and output files are read line by line, so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+
+import httpx
 
 from foundry_magics.connections.connection import Connection
-from foundry_magics.defaults import BATCH_COMPLETION_WINDOW
-from foundry_magics.errors import ConfigurationError, FoundryError, HTTPStatusError
+from foundry_magics.defaults import BATCH_COMPLETION_WINDOW, MAX_RETRIES, TIMEOUT
+from foundry_magics.errors import ConfigurationError, FoundryError, HTTPStatusError, ResponseError
+from foundry_magics.rest.base import transport_error
+from foundry_magics.rest.client import FoundryClient
+from foundry_magics.rest.retry import RetryPolicy
 from foundry_magics.rest.routes import Route
 from foundry_magics.wording import article
 
-__all__ = ["BatchRoutes", "BatchState", "OutputLine", "batch_routes", "input_line", "line_body", "create_body",
-           "batch_state", "output_line", "file_status", "is_pending_file", "TERMINAL", "ACTIVE", "OPS"]
+__all__ = ["BatchClient", "BatchHTTP", "BatchRoutes", "BatchState", "OutputLine", "batch_routes", "input_line",
+           "line_body", "create_body", "batch_state", "output_line", "file_status", "is_pending_file", "TERMINAL",
+           "ACTIVE", "OPS"]
+
+log = logging.getLogger("foundry_magics.batch")
 
 OPS = ("chat", "responses", "embeddings")
 _PATHS = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
@@ -142,8 +159,6 @@ class BatchState:
 
 def batch_state(data: Any) -> BatchState:
     if not isinstance(data, dict) or not data.get("id"):
-        from foundry_magics.errors import ResponseError
-
         raise ResponseError("The Batch API answered without a batch object.",
                             hint="Check that the endpoint supports the Batch API (a Global Batch deployment).")
     counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
@@ -231,3 +246,137 @@ def _reason(status: int, err: Any) -> str:
     text = err if isinstance(err, str) else json.dumps(err, ensure_ascii=False, default=str)
     exc: FoundryError = error_from_response(status, text)
     return describe(exc)
+
+
+# ====================================================================== the calls
+
+_HTTPX_FAILURES = (httpx.TimeoutException, httpx.TransportError)
+
+
+@dataclass
+class _Upload:
+    """The body of an upload: a file sent from disk (multipart, `purpose=batch`), opened anew per attempt."""
+
+    path: str
+    name: str
+    _file: Any = None
+
+    def open(self) -> Any:
+        self.close()
+        self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close(), after the attempt
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class BatchClient(FoundryClient):
+    """One connection's Files and Batch APIs. A connection without them (a `/models` endpoint)
+    is a ConfigurationError here, before anything is sent. `transport`: any httpx transport."""
+
+    def __init__(self, conn: Connection | str | None = None, *, timeout: float = TIMEOUT,
+                 max_retries: int = MAX_RETRIES, deadline: float | None = None, credential: Any = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(conn, timeout=timeout, max_retries=max_retries, deadline=deadline, credential=credential,
+                         transport=transport)
+        try:
+            self.routes = batch_routes(self.connection)
+        except BaseException:
+            self.close()
+            raise
+        # The emulator marks its replies: its jobs run on a fast clock, so they are polled often.
+        self.emulated = self.connection.is_emulator
+
+    def upload(self, path: str, name: str) -> dict[str, Any]:
+        """POST /files (purpose=batch), the file streamed from disk (re-opened on a retry). No
+        deadline: 200 MB may take longer to send than a call may take."""
+        body = _Upload(path, name)
+        try:
+            return self._object(self.routes.upload(), body, RetryPolicy(self.max_retries, None))
+        finally:
+            body.close()
+
+    def file(self, file_id: str) -> dict[str, Any]:
+        return self._object(self.routes.file(file_id))
+
+    def create(self, file_id: str, endpoint: str, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._object(self.routes.create(), create_body(file_id, endpoint, metadata))
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        return self._object(self.routes.batch(batch_id))
+
+    def cancel(self, batch_id: str) -> dict[str, Any]:
+        return self._object(self.routes.cancel(batch_id), {})
+
+    def list(self, limit: int = 100) -> list[dict[str, Any]]:  # noqa: A003 - the API's own verb
+        items = self._object(self.routes.list(limit)).get("data")
+        return [b for b in items or [] if isinstance(b, dict)]
+
+    def delete(self, file_id: str | None) -> None:
+        """Delete a file we uploaded or read; best effort (a service keeps them until they expire)."""
+        if not file_id:
+            return
+        try:
+            self._send(self.routes.delete(file_id), None, policy=RetryPolicy(1, self.deadline))
+        except FoundryError as exc:
+            log.debug("could not delete batch file %s: %s", file_id, exc)
+
+    def lines(self, file_id: str) -> Iterator[bytes]:
+        """The lines of a file's content, streamed (an output file can be hundreds of MB). A cut
+        before the first line is retried; after it, the caller's work is not repeatable: raised."""
+        route = self.routes.content(file_id)
+        policy = self._policy()
+        while True:
+            started = False
+            try:
+                resp, _ = self._send(route, None, stream=True, policy=policy)
+                try:
+                    self._saw(resp)
+                    for line in resp.iter_lines():
+                        started = True
+                        if line.strip():
+                            yield line.encode("utf-8")
+                finally:
+                    resp.close()
+                return
+            except _HTTPX_FAILURES as exc:
+                err = transport_error(exc, route.url)
+            if started:
+                raise err
+            delay = policy.next_delay(err)
+            if delay is None:
+                raise err
+            time.sleep(delay)
+
+    # -- sending: FoundryClient's, with a file body and the emulator's mark -------------------
+
+    def _object(self, route: Route, body: Any = None, policy: RetryPolicy | None = None) -> dict[str, Any]:
+        _, data = self._send(route, body, policy=policy)
+        if not isinstance(data, dict):
+            raise ResponseError(f"The {'Files' if '/files' in route.url else 'Batch'} API answered without an "
+                                "object.", hint="This is usually a transient proxy fault: run it again.")
+        return data
+
+    def _request(self, route: Route, body: Any, policy: RetryPolicy) -> httpx.Request:
+        if not isinstance(body, _Upload):
+            return super()._request(route, body, policy)
+        return self._http.build_request(route.method, route.url, params=route.params or None,
+                                        data={"purpose": "batch"},
+                                        files={"file": (body.name, body.open(), "application/jsonl")},
+                                        timeout=self._timeout(policy))
+
+    def _body(self, resp: httpx.Response, raw: bytes) -> Any:
+        self._saw(resp)
+        if not raw and resp.status_code < 400:  # a DELETE may answer 204
+            self._succeeded()
+            return {}
+        return super()._body(resp, raw)
+
+    def _saw(self, resp: httpx.Response) -> None:
+        if resp.headers.get("x-foundry-emulator") == "1":
+            self.emulated = True
+
+
+BatchHTTP = BatchClient  # its name before the Files / Batches calls joined the REST client

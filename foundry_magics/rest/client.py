@@ -208,9 +208,11 @@ class FoundryClient(BaseClient):
             call.reply = self._reply(op, data, resp, call.t0)
         return call.reply
 
-    def _send(self, route: Route, body: dict[str, Any] | None, *, stream: bool = False) -> tuple[httpx.Response, Any]:
-        """One request with retries. With stream=True a 2xx comes back unread (the caller closes it)."""
-        policy = self._policy()
+    def _send(self, route: Route, body: Any, *, stream: bool = False,
+              policy: RetryPolicy | None = None) -> tuple[httpx.Response, Any]:
+        """One request with retries (`policy`: the client's by default). With stream=True a 2xx
+        comes back unread (the caller closes it)."""
+        policy = policy or self._policy()
         while True:
             try:
                 return self._attempt(route, body, policy, stream)
@@ -220,13 +222,10 @@ class FoundryClient(BaseClient):
                     raise
             time.sleep(delay)
 
-    def _attempt(self, route: Route, body: dict[str, Any] | None, policy: RetryPolicy,
-                 stream: bool) -> tuple[httpx.Response, Any]:
+    def _attempt(self, route: Route, body: Any, policy: RetryPolicy, stream: bool) -> tuple[httpx.Response, Any]:
         self._log_request(route, policy.attempts)
         try:
-            req = self._http.build_request(route.method, route.url, params=route.params or None, json=body,
-                                           timeout=self._timeout(policy))
-            resp = self._http.send(req, stream=True)
+            resp = self._http.send(self._request(route, body, policy), stream=True)
         except _HTTPX_FAILURES as exc:
             raise transport_error(exc, route.url) from exc
         try:
@@ -236,6 +235,11 @@ class FoundryClient(BaseClient):
         finally:
             if not stream or resp.status_code >= 400:
                 resp.close()
+
+    def _request(self, route: Route, body: Any, policy: RetryPolicy) -> httpx.Request:
+        """The request of one attempt: a JSON body (the Files API's client sends a file, rest/batches.py)."""
+        return self._http.build_request(route.method, route.url, params=route.params or None, json=body,
+                                        timeout=self._timeout(policy))
 
     def _read(self, resp: httpx.Response, policy: RetryPolicy, route: Route) -> bytes:
         chunks = []

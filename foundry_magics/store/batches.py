@@ -7,7 +7,9 @@ holds the request keys (the online path's cache keys, sent as `custom_id`) of ev
 that the same call run again - in this kernel or in another one, after a restart - finds its
 requests pending and re-attaches instead of submitting them twice. Once a part's results are
 in the response cache (`collected`), its succeeded keys are dropped and the failed ones keep
-their reason: a re-run submits exactly those.
+their reason: a re-run submits exactly those. A part whose submission was stopped (Ctrl-C)
+after its upload and before its batch existed is kept as 'interrupted', its keys pending, until
+it is picked up (batch_api/parts.py).
 
 Shared by every notebook and process (store.db: WAL, busy timeout, numbered migrations).
 Never a key: connections are stored as `Connection.to_dict()` (no secret), bodies are not stored.
@@ -211,12 +213,28 @@ class JobStore:
 
         self._tx(run)
 
-    def stale_parts(self, older_than: float) -> list[dict[str, Any]]:
-        """Parts still 'submitting' with no heartbeat for `older_than` seconds (their kernel died)."""
+    def part(self, job_id: str, part: int) -> dict[str, Any] | None:
         with self._lock:
-            rows = self.db.execute(f"SELECT {', '.join(_PART_COLUMNS)} FROM parts WHERE status = 'submitting' AND "
-                                   "batch_id IS NULL AND updated < ?", (time.time() - older_than,)).fetchall()
+            row = self.db.execute(f"SELECT {', '.join(_PART_COLUMNS)} FROM parts WHERE job = ? AND part = ?",
+                                  (job_id, part)).fetchone()
+        return _part(row) if row else None
+
+    def stopped_parts(self, older_than: float) -> list[dict[str, Any]]:
+        """Parts uploaded whose batch was never created: 'interrupted' ones (Ctrl-C), and ones
+        still 'submitting' with no heartbeat for `older_than` seconds (their kernel died)."""
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT {', '.join(_PART_COLUMNS)} FROM parts WHERE batch_id IS NULL AND (status = 'interrupted' "
+                "OR (status = 'submitting' AND updated < ?))", (time.time() - older_than,)).fetchall()
         return [_part(r) for r in rows]
+
+    def claim_part(self, job_id: str, part: int, status: str, updated: float) -> bool:
+        """Take over a stopped part (back to 'submitting', heartbeat now) if it is still as it was
+        read: False when another process took it first."""
+        cur = self._tx(lambda db: db.execute(
+            "UPDATE parts SET status = 'submitting', updated = ? WHERE job = ? AND part = ? AND status = ? AND "
+            "updated = ? AND batch_id IS NULL", (time.time(), job_id, part, status, updated)))
+        return cur.rowcount == 1
 
     # ------------------------------------------------------------------ keys
 

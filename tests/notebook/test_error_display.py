@@ -77,7 +77,7 @@ def test_config_tracebacks_true_shows_the_full_traceback(ip):
     assert ran.result.error_in_exec is None and errors.show_tracebacks() is True
     full = run(ip, 'df.foundry.prompt("Say {nope}")')
     assert isinstance(full.result.error_in_exec, fm.ConfigurationError)
-    assert "Traceback" in full.stdout and "ops.py" in full.stdout and len(_shown(full)) > 8, full.stdout
+    assert "Traceback" in full.stdout and "operations.py" in full.stdout and len(_shown(full)) > 8, full.stdout
     # the magics too: the error is raised to IPython, not drawn as a block
     magic = run(ip, "%%foundry --df missing_frame --out o\nSay {text}")
     assert isinstance(magic.result.error_in_exec, fm.ConfigurationError)

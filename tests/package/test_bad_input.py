@@ -175,10 +175,10 @@ def test_a_corrupt_registry_stops_a_dataframe_run_before_sending(emu, fm_home):
 # =========================================================================== the magics
 
 MAGIC_CASES = [
-    ("%%foundry --max-tokens -5\nhi", "--max-tokens must be at least 1"),
+    ("%%foundry --max-tokens -5\nhi", "max_tokens must be a positive whole number"),
     ("%%foundry --max-tokens abc\nhi", "--max-tokens needs a whole number"),
     ("%%foundry --api foo\nhi", "--api must be one of chat, responses"),
-    ("%%foundry -t 3\nhi", "-t must be between 0 and 2"),
+    ("%%foundry -t 3\nhi", "temperature must be a number from 0 to 2"),
     ("%%foundry -o 1abc\nhi", "needs a Python variable name"),
     ("%%foundry --chat ''\nhi", "--chat NAME needs a non-empty name"),
     ("%%foundry -s\nhi", "-s/--system needs a value"),
@@ -189,7 +189,7 @@ MAGIC_CASES = [
     ("%%foundry --df frame --out col --dry-run\n{text}", "cannot be used with --df"),
     ("%%foundry --df frame --out col\n{nope}", "The template uses {nope}"),
     ("%%foundry --df frame --out col\nunbalanced {text", "Unbalanced '{'"),
-    ("%%foundry --df frame --out col --concurrency 0\n{text}", "--concurrency must be at least 1"),
+    ("%%foundry --df frame --out col --concurrency 0\n{text}", "concurrency must be a positive whole number"),
     ("%foundry connect", "needs a connection name or an endpoint URL"),
     ("%foundry connect --model x", "Put the connection NAME or URL first"),
     ("%foundry connect ftp://x/v1", "Unsupported URL scheme 'ftp'"),
@@ -203,7 +203,7 @@ MAGIC_CASES = [
     ("%foundry history -n 0", "-n must be at least 1"),
     ("%foundry history --x", "Unknown option --x"),
     ("%foundry -m", "-m/--model needs a value"),
-    ("%foundry -t 9 hi", "-t must be between 0 and 2"),
+    ("%foundry -t 9 hi", "temperature must be a number from 0 to 2"),
     ("%foundry --df frame hi", "DataFrame mode needs the cell form"),
 ]
 

@@ -1,6 +1,6 @@
 """The layers of DESIGN.md, kept by walking the imports.
 
-Core (`errors`, `defaults`, `connections`, `rest`, `store`, `engine`) never imports a face
+Core (`errors`, `defaults`, `connections`, `rest`, `store`, `ops`, `engine`, `batch_api`) never imports a face
 (`notebook`, `frames`, `emulator`) - not at module level, not inside a function - and never
 IPython, ipywidgets, pandas or pyspark. Importing (and using) the client loads none of them.
 """
@@ -20,7 +20,7 @@ import foundry_magics
 from foundry_magics import _compat
 
 PKG = Path(foundry_magics.__file__).resolve().parent
-CORE = ("errors", "defaults", "connections", "rest", "store", "engine")
+CORE = ("errors", "defaults", "connections", "rest", "store", "ops", "engine", "batch_api")
 FACES = ("notebook", "frames", "emulator")
 FORBIDDEN_IN_CORE = ("IPython", "ipywidgets", "pandas", "pyspark", "traitlets")
 
@@ -65,7 +65,8 @@ def _core_files() -> list[Path]:
 def test_every_core_module_is_found():
     names = {_module_name(p) for p in _core_files()}
     assert {"foundry_magics.errors", "foundry_magics.defaults", "foundry_magics.rest.client",
-            "foundry_magics.connections.session", "foundry_magics.engine.runner", "foundry_magics.store.cache"} <= names
+            "foundry_magics.connections.session", "foundry_magics.engine.runner", "foundry_magics.store.cache",
+            "foundry_magics.batch_api.jobs"} <= names
 
 
 @pytest.mark.parametrize("path", _core_files(), ids=lambda p: str(p.relative_to(PKG)))

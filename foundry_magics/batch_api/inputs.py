@@ -4,8 +4,8 @@ A `Source` builds, chunk by chunk, the distinct requests of a call exactly as th
 path does - the prompt run's `RequestKeys` (the request builders, the route's identity,
 `store.cache.request_key`), the embeddings run's `embed_keys` with `build_embed` +
 `embed_body` (one text per line) - so each line's `custom_id` is the key the online path
-caches that request under. So rows already answered online are not
-submitted, and finished batch results answer later online calls.
+caches that request under. So rows already answered online are not submitted, and finished
+batch results answer later online calls.
 
 `PartWriter` streams lines to a temporary file and starts a new one before a file would
 pass `max_lines` lines or `max_bytes` bytes; a full file is handed to `on_full` (upload,

@@ -1,4 +1,5 @@
-"""Collecting a finished batch: its output lines into the response cache, every other request's reason into the store.
+"""Collecting a finished batch: its output lines into the response cache, every other request's reason into the
+store; and assembling a call's result from the cache.
 
 Output lines are matched by `custom_id` (the request key; the service returns them in any
 order) and parsed by the online path's own reply parsing, so a batch reply is cached exactly
@@ -6,25 +7,34 @@ as an online one would be (and a content-filtered completion fails its row the s
 Lines of the error file, requests an expired / cancelled batch never ran, and every request
 of a batch that failed validation keep their reason in the jobs table, for `fm.last_run()`
 and for the re-run, which submits exactly those. Files are streamed line by line.
+
+`assemble` answers the call from the cache: every row answered, or NA with its reason in
+`fm.last_run().failures`; running the call again submits exactly the missing rows.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundry_magics.defaults import FLUSH_AT
+from foundry_magics.engine.report import BatchResult, RunReport, set_last
 from foundry_magics.errors import FoundryError, describe
 
-__all__ = ["collect"]
+if TYPE_CHECKING:  # pragma: no cover
+    from foundry_magics.batch_api.jobs import BatchJob
+    from foundry_magics.batch_api.submit import Call
+
+__all__ = ["collect", "assemble", "vector"]
 
 log = logging.getLogger("foundry_magics.batch")
 
 _FLUSH = FLUSH_AT * 10  # cached replies buffered before a write
+_LOOKUP = 5_000  # cache keys looked up at a time when assembling a result
 
 
-def collect(io: Any, store: Any, cache: Any, job_id: str, op: str, model: str | None,
+def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: str | None,
             part: dict[str, Any]) -> tuple[int, int]:
     """Collect one ended part; returns the (input, output) tokens its replies used."""
     import httpx
@@ -41,7 +51,7 @@ def collect(io: Any, store: Any, cache: Any, job_id: str, op: str, model: str | 
         if not file_id:
             continue
         try:
-            for raw in io.lines(file_id):
+            for raw in client.lines(file_id):
                 line = output_line(raw)
                 key = _key(line.custom_id)
                 if key is None:
@@ -51,7 +61,7 @@ def collect(io: Any, store: Any, cache: Any, job_id: str, op: str, model: str | 
                     reasons[key] = line.error
                     continue
                 try:
-                    value = _parse(io.base, op, line.body, stub)
+                    value = _parse(client, op, line.body, stub)
                 except FoundryError as exc:
                     reasons[key] = describe(exc)
                     continue
@@ -82,7 +92,7 @@ def collect(io: Any, store: Any, cache: Any, job_id: str, op: str, model: str | 
             reasons[key] = missing
     if store.finish_part(job_id, part["part"], reasons):
         for file_id in (part.get("input_file_id"), part.get("output_file_id"), part.get("error_file_id")):
-            io.delete(file_id)
+            client.delete(file_id)
     log.info("collected part %s of %s (%s): %d lines, %d failed", part["part"], job_id, status, len(seen),
              len(reasons))
     return tokens[0], tokens[1]
@@ -117,3 +127,60 @@ def _missing_reason(status: str, part: dict[str, Any], op: str) -> str:
         tip = (" (Azure's Batch API may not take embeddings: send them online)" if op == "embeddings" else "")
         return f"the batch failed: {why}{tip}"
     return "the batch ended without a result for this request; run the call again to submit it"
+
+
+def assemble(call: "Call", job: "BatchJob") -> BatchResult:
+    """The call's result from the cache (and the reasons of the requests that failed), its run
+    report set as `fm.last_run()` and counted in `fm.usage()`."""
+    from foundry_magics.store.usage import record_run
+
+    src = call.src
+    vectors = src.op == "embeddings"
+    reasons = call.store.reasons(job.ids)
+    errors: dict[int, str] = {}
+    done = failed = 0
+    get = call.cache.get_vectors if vectors else call.cache.get_many
+    for start in range(0, src.size, _LOOKUP):
+        stop = min(src.size, start + _LOOKUP)
+        want = [i for i in range(start, stop) if call.values[i] is None]
+        if want:
+            keys = [bytes(call.keys[32 * i:32 * i + 32]) for i in want]
+            got = get(keys)
+            for i, key in zip(want, keys):
+                hit = got.get(key)
+                if hit is not None:
+                    call.values[i] = vector(hit) if vectors else hit.text
+                else:
+                    errors[i] = reasons.get(key) or job.missing_reason()
+        for i in range(start, stop):
+            if i in errors:
+                failed += src.weight(i)
+            elif call.values[i] is not None:
+                done += src.weight(i)
+    counts = job.counts
+    stopped = None
+    error = None
+    if failed and job.status in ("failed", "expired", "cancelled"):
+        stopped = f"the batch job {job.status}" + (f": {job.errors[0]}" if job.errors else "")
+    if job.status == "failed" and failed and not (counts.completed or done - call.cached_rows > 0):
+        error = job.failure_error(src.op)
+    report = RunReport(
+        rows=src.total_rows, done=done, na_rows=src.na_rows, unique=src.size,
+        dedup_saved=max(0, src.total_rows - src.na_rows - src.size) + call.dedup,
+        cache_hits=call.cache_hits, requests=call.submitted, input_tokens=call.in_tokens,
+        output_tokens=call.out_tokens, seconds=time.monotonic() - call.started, failed=failed,
+        not_sent=max(0, src.total_rows - src.na_rows - done - failed), stopped=stopped, model=src.model,
+        connection=call.client.connection.label, operation=src.op,
+    )
+    report.batch = True  # priced at the Batch API's rate (RunReport.cost)
+    report.batch_jobs = list(job.ids)
+    set_last(report)
+    record_run(report, batch=True)  # %foundry usage / fm.usage() count batches too
+    return BatchResult(list(call.values), errors, report, error=error)
+
+
+def vector(blob: Any) -> Any:
+    """A cached embedding (float32 bytes) as a numpy array."""
+    import numpy as np
+
+    return np.frombuffer(blob, dtype=np.float32)

@@ -49,7 +49,7 @@ def test_batch_is_a_dataframe_mode_option_and_in_the_help(ip):
 
 def test_the_facade_names_resolve():
     import foundry_magics as fm
-    from foundry_magics.engine.batch import BatchJob
+    from foundry_magics.batch_api import BatchJob
     from foundry_magics.frames.accessor import batch_jobs
 
     assert batch_jobs().empty and list(batch_jobs().columns)[:3] == ["id", "status", "created"]

@@ -15,7 +15,7 @@ import pytest
 import foundry_magics as fm
 from foundry_magics.connections import Connection
 from foundry_magics.engine import Batch, RequestSpec
-from foundry_magics.engine.batch import BatchJob, job_rows, submit
+from foundry_magics.batch_api import BatchJob, job_rows, submit
 from foundry_magics.errors import ConfigurationError
 
 pytestmark = pytest.mark.timeout(60)

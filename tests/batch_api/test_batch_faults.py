@@ -15,10 +15,11 @@ import pytest
 import foundry_magics as fm
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
+from foundry_magics.batch_api import BatchFailedError, BatchInterrupted, job_rows, submit
+from foundry_magics.batch_api import jobs as batch_jobs_module
 from foundry_magics.engine import Batch, RequestSpec
-from foundry_magics.engine import batch as engine_batch
-from foundry_magics.engine.batch import BatchFailedError, job_rows, submit
 from foundry_magics.errors import ServerError
+from foundry_magics.rest.batches import BatchClient
 from foundry_magics.store.batches import JobStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,9 +83,7 @@ def test_a_failed_validation_is_one_readable_error_suggesting_the_online_path(co
 
 
 def test_validation_errors_of_lines_are_listed_with_their_line(emu, conn):
-    from foundry_magics.engine.batch_io import BatchHTTP
-
-    io = BatchHTTP(conn)
+    io = BatchClient(conn)
     path = emu_tmp_file([{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
                           "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}},
                          {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
@@ -146,16 +145,14 @@ def test_a_pending_input_file_is_waited_for_before_the_batch_is_created(conn, em
 
 def test_create_retried_on_the_pending_quirk_when_the_file_status_says_ready(conn, emu, monkeypatch):
     """Some services report the file processed while create still says 'pending': create again."""
-    from foundry_magics.engine import batch_io
-
     emu.configure(file_pending_seconds=0.2)
-    real = batch_io.BatchHTTP.upload
+    real = BatchClient.upload
 
     def upload_says_processed(self, path, name):
         f = real(self, path, name)
         return dict(f, status="processed")
 
-    monkeypatch.setattr(batch_io.BatchHTTP, "upload", upload_says_processed)
+    monkeypatch.setattr(BatchClient, "upload", upload_says_processed)
     out = pd.Series(["x"]).foundry.prompt("Echo {}", batch=True, connection=conn, poll_interval=POLL, progress=False)
     assert out.notna().all() and emu.stats()["by_status"].get("400", 0) >= 1
 
@@ -167,23 +164,23 @@ def test_ctrl_c_while_waiting_leaves_the_job_running_and_says_how_to_pick_it_up(
     def interrupt(seconds):
         raise KeyboardInterrupt
 
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt) as info:
-        mp.setattr(engine_batch, "_sleep", interrupt)
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(BatchInterrupted) as info:
+        mp.setattr(batch_jobs_module, "_sleep", interrupt)
         df.foundry.prompt("Summarize: {text}", batch=True, connection=conn, progress=False)
-    printed = capsys.readouterr().out
+    line = str(info.value)
     job_id = job_rows()[0]["id"]
-    assert f"fm.BatchJob.attach('{job_id}').wait()" in printed and "run the same call again" in printed
-    assert "keeps running" in printed and job_id in str(info.value)
+    assert isinstance(info.value, KeyboardInterrupt) and "\n" not in line
+    assert f"fm.BatchJob.attach('{job_id}').wait()" in line and "run the same call again" in line
+    assert "keeps running" in line and "fm.batch_jobs()" in line and info.value._render_traceback_() == [line]
+    assert capsys.readouterr().out == ""  # said once, by the exception
     assert not job_rows()[0]["collected"]
     uploads = routes(emu).get("files", 0)
     out = df.foundry.prompt("Summarize: {text}", batch=True, connection=conn, poll_interval=POLL, progress=False)
     assert out.notna().all() and routes(emu).get("files", 0) == uploads  # re-attached, nothing submitted
 
 
-def test_ctrl_c_while_submitting_keeps_the_parts_made_and_the_rerun_submits_the_rest(conn, emu, fm_home, capsys):
-    from foundry_magics.engine import batch_io
-
-    real = batch_io.BatchHTTP.upload
+def test_ctrl_c_while_submitting_keeps_the_parts_made_and_the_rerun_submits_the_rest(conn, emu, fm_home):
+    real = BatchClient.upload
     calls = []
 
     def upload(self, path, name):
@@ -194,37 +191,96 @@ def test_ctrl_c_while_submitting_keeps_the_parts_made_and_the_rerun_submits_the_
 
     prompts = [f"Summarize: thing {i}" for i in range(25)]
     batch = Batch(len(prompts), lambda idx: [prompts[i] for i in idx])
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(KeyboardInterrupt):
-        mp.setattr(batch_io.BatchHTTP, "upload", upload)
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(BatchInterrupted) as info:
+        mp.setattr(BatchClient, "upload", upload)
         submit(batch, RequestSpec(), connection=conn, poll_interval=POLL, max_lines=10)
     rows = job_rows()
     assert len(rows) == 1 and rows[0]["requests"] == 10  # the first file's batch runs
-    assert "10 requests of batch job" in capsys.readouterr().out
+    assert "10 requests of batch job" in str(info.value) and "run the same call again" in str(info.value)
     job = submit(batch, RequestSpec(), connection=conn, poll_interval=POLL, max_lines=10)
     assert job.ids[0] == rows[0]["id"] and job.counts.total == 10 + 15  # re-attached + the rest
     res = job.result()
     assert not res.errors and all(t is not None for t in res.texts) and res.report.requests == 15
 
 
-def test_a_submission_whose_kernel_died_is_given_up_and_its_rows_resubmitted(conn, emu, fm_home):
-    prompts = [f"Summarize: order {i}" for i in range(5)]
-    batch = Batch(len(prompts), lambda idx: [prompts[i] for i in idx])
-    from foundry_magics.engine import batch_io
+@pytest.mark.parametrize("answered", [False, True], ids=["before-the-service-answered", "answer-lost"])
+def test_ctrl_c_between_upload_and_batch_is_kept_and_the_rerun_picks_it_up(conn, emu, fm_home, answered):
+    """Uploaded, create not answered (or its answer lost): recorded as interrupted, not failed; the
+    same call again creates (or adopts) that batch and submits nothing twice."""
+    real = BatchClient.create
 
+    def create(self, *a, **k):
+        if answered:
+            real(self, *a, **k)
+        raise KeyboardInterrupt
+
+    prompts = [f"Summarize: parcel {i}" for i in range(8)]
+    batch = Batch(len(prompts), lambda idx: [prompts[i] for i in idx])
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(BatchInterrupted) as info:
+        mp.setattr(BatchClient, "create", create)
+        submit(batch, RequestSpec(), connection=conn, poll_interval=POLL)
+    row = job_rows()[0]
+    assert row["status"] == "interrupted" and row["requests"] == 8 and not row["batches"]
+    assert "8 requests of batch job" in str(info.value) and row["id"] in str(info.value)
+    uploads = routes(emu).get("files", 0)
+    job = submit(batch, RequestSpec(), connection=conn, poll_interval=POLL)
+    assert job.ids == [row["id"]] and routes(emu).get("files", 0) == uploads  # re-attached: no upload
+    res = job.result()
+    assert not res.errors and all(t is not None for t in res.texts) and res.report.requests == 0
+    with JobStore() as store:
+        file_id = store.parts(row["id"])[0]["input_file_id"]
+    made = [b for b in emu._app.batches.batches.values() if b["input_file_id"] == file_id]
+    assert len(made) == 1  # one batch for the file, ever: adopted when the answer was lost
+    assert job_rows()[0]["status"] == "completed" and len(job.batch_ids) == 1
+
+
+def _interrupted_submission(conn, prompts) -> str:
+    batch = Batch(len(prompts), lambda idx: [prompts[i] for i in idx])
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(BatchInterrupted):
+        mp.setattr(BatchClient, "create", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        submit(batch, RequestSpec(), connection=conn, poll_interval=POLL)
+    return job_rows()[0]["id"]
+
+
+def test_an_interrupted_submission_is_picked_up_by_attach_and_cancel_gives_it_up(conn, emu, fm_home):
+    job_id = _interrupted_submission(conn, [f"Summarize: crate {i}" for i in range(4)])
+    picked = fm.BatchJob.attach(job_id, connection=conn).wait(poll_interval=POLL)
+    assert picked.status == "completed" and picked.done and picked.counts.completed == 4
+    job_id = _interrupted_submission(conn, [f"Summarize: box {i}" for i in range(4)])
+    second = fm.BatchJob.attach(job_id, connection=conn)
+    assert second.status == "interrupted" and not second.done
+    second.cancel()
+    row = next(r for r in job_rows() if r["id"] == job_id)
+    assert second.done and row["status"] == "failed" and row["requests"] == 0
+
+
+def test_a_submission_whose_kernel_died_is_picked_up_or_given_up(conn, emu, fm_home):
     def dies(self, *a, **k):
         raise SystemExit("the kernel died")  # after the upload, before the batch exists
 
-    with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit):
-        mp.setattr(batch_io.BatchHTTP, "create", dies)
-        mp.setattr(JobStore, "abandon_part", lambda *a, **k: None)  # a dead kernel cleans nothing up
-        submit(batch, RequestSpec(), connection=conn, poll_interval=POLL)
-    store = JobStore()
-    store.db.execute("UPDATE parts SET updated = updated - 3600")  # long quiet: its kernel is gone
-    store.close()
-    job = submit(batch, RequestSpec(), connection=conn, poll_interval=POLL)
-    res = job.result()
-    assert not res.errors and res.report.requests == 5
-    assert job_rows()[-1]["status"] == "failed"  # the dead one, given up (its part abandoned)
+    for file_survived in (True, False):
+        prompts = [f"Summarize: order {i} {file_survived}" for i in range(5)]
+        batch = Batch(len(prompts), lambda idx: [prompts[i] for i in idx])
+        with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit):
+            mp.setattr(BatchClient, "create", dies)
+            mp.setattr(JobStore, "abandon_part", lambda *a, **k: None)  # a dead kernel cleans nothing up
+            mp.setattr(BatchClient, "delete", lambda *a, **k: None)
+            submit(batch, RequestSpec(), connection=conn, poll_interval=POLL)
+        store = JobStore()
+        store.db.execute("UPDATE parts SET updated = updated - 3600")  # long quiet: its kernel is gone
+        dead = store.jobs()[0]["id"]
+        file_id = store.parts(dead)[0]["input_file_id"]
+        store.close()
+        if not file_survived:
+            del emu._app.batches.files[file_id]  # expired, or deleted on the service
+        job = submit(batch, RequestSpec(), connection=conn, poll_interval=POLL)
+        res = job.result()
+        assert not res.errors
+        if file_survived:  # its upload is used: the batch is created now, nothing submitted twice
+            assert job.ids == [dead] and res.report.requests == 0
+        else:  # its file is gone: given up, the rows submitted again
+            assert dead not in job.ids and res.report.requests == 5
+            assert next(r for r in job_rows() if r["id"] == dead)["status"] == "failed"
 
 
 def test_a_batch_the_service_forgot_is_na_with_the_reason_and_resubmitted(conn, emu):
@@ -307,10 +363,11 @@ def test_5xx_while_polling_is_retried_a_bounded_number_of_times(capsys):
     prompts = ["two"]  # "one" is cached now
     job = submit(Batch(1, lambda idx: [prompts[i] for i in idx]), RequestSpec(), connection=_azure(),
                  poll_interval=0.01, transport=transport, max_retries=2)
-    with pytest.raises(ServerError):
+    with pytest.raises(ServerError) as info:
         job.wait()
     assert state["polls"] == 3  # 1 + max_retries, then the error (the job keeps running)
-    assert "fm.BatchJob.attach(" in capsys.readouterr().out
+    assert "keeps running" in info.value.hint and "fm.BatchJob.attach(" in info.value.hint
+    assert "transient" in info.value.hint and capsys.readouterr().out == ""  # the error's fix says it, once
 
 
 # ---------------------------------------------------------------------- secrets
