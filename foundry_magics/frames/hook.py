@@ -7,6 +7,7 @@ itself. Nothing else is touched: every other import goes by untouched.
 
 PySpark gets the same treatment: `sdf.foundry` (frames.spark) is attached when `pyspark.sql`
 is (or gets) imported, by a second finder of the same kind; pyspark is never imported here.
+Polars likewise: `pl_df.foundry` (frames.polars) when `polars` is (or gets) imported, by a third.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def _register_spark() -> None:
         import logging
 
         logging.getLogger("foundry_magics").exception("could not register the .foundry Spark accessor")
+
+
+def _register_polars() -> None:
+    try:
+        from foundry_magics.frames.polars import register
+
+        register()
+    except Exception:  # never break the user's `import polars`
+        import logging
+
+        logging.getLogger("foundry_magics").exception("could not register the .foundry Polars namespaces")
 
 
 class _PandasImportHook:
@@ -92,8 +104,22 @@ class _SparkImportHook(_PandasImportHook):
         _register_spark()
 
 
+class _PolarsImportHook(_PandasImportHook):
+    """The same, waiting for `polars`."""
+
+    name = "polars"
+
+    def loaded(self) -> None:
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        _register_polars()
+
+
 _hook = _PandasImportHook()
 _spark_hook = _SparkImportHook()
+_polars_hook = _PolarsImportHook()
 
 
 def installed() -> bool:
@@ -102,8 +128,13 @@ def installed() -> bool:
 
 def install() -> None:
     """Make `df.foundry` available: now if pandas is loaded, else as soon as it is (and
-    `sdf.foundry` likewise for pyspark)."""
+    `sdf.foundry` likewise for pyspark, `pl_df.foundry` for polars)."""
     with _lock:
+        pl = sys.modules.get("polars")
+        if pl is not None and hasattr(pl, "DataFrame") and hasattr(pl, "api"):
+            _register_polars()
+        elif _polars_hook not in sys.meta_path:
+            sys.meta_path.insert(0, _polars_hook)
         spark_sql = sys.modules.get("pyspark.sql")
         if spark_sql is not None and hasattr(spark_sql, "DataFrame"):
             _register_spark()

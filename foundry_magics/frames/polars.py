@@ -1,0 +1,338 @@
+"""The Polars front-end: `pl_df.foundry.*` and `pl_series.foundry.*`, a thin converter over `ops/`.
+
+    s   = pl_df.foundry.prompt("Summarize: {text}")                   # pl.Series named "prompt"
+    s   = pl_df.foundry.prompt("Summarize: {text}", output_col="summary")
+    out = pl_df.foundry.prompt("Rate: {text}", schema={"label": ["good", "bad"], "score": float})  # pl.DataFrame
+    est = pl_df.foundry.estimate("Summarize: {text}")                 # fm.Estimate: nothing sent
+    pl_df["text"].foundry.classify(["positive", "negative"])          # pl.Series of Enum, null if none
+    pl_df["text"].foundry.extract({"name": str, "age": int})          # pl.DataFrame
+    pl_df["text"].foundry.embed()                                     # pl.Series of Array(Float32, dim)
+    pl_df["text"].foundry.summarize(), .translate("French"), .sentiment()
+
+What happens here: the frame's columns become Arrow arrays (`Series.to_arrow`, no pandas), the
+operation of `ops.operations` validates the options, plans, runs (online, `batch=True`,
+`estimate=True`) and reads the replies; the `Outcome` comes back through Arrow as Polars
+objects, one value per row in the input's order. Nulls send nothing and give null; failed
+rows are null, listed by row number in `fm.last_run().failures`.
+
+The options are those of the pandas front-end and mean the same (`ops.options`); results of a
+Series operation keep the Series' name. Registered by `frames.hook` when polars is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from foundry_magics.engine import RunReport, last_run
+from foundry_magics.errors import ConfigurationError
+from foundry_magics.ops import operations as ops
+from foundry_magics.ops.operations import Outcome, Rows
+
+__all__ = ["FoundryPolarsFrame", "FoundryPolarsSeries", "register", "prompt", "classify", "extract", "embed",
+           "summarize", "translate", "sentiment", "estimate", "rows_of", "to_polars"]
+
+
+# ====================================================================== Polars -> Rows
+
+
+def _arrow(series: Any) -> Any:
+    """A Polars Series as a pyarrow Array (Object columns by their values)."""
+    from foundry_magics.ops.plan import arrow_column
+
+    try:
+        return arrow_column(series.to_arrow())
+    except Exception:  # noqa: BLE001 - e.g. an Object column: Arrow has no type for it
+        return arrow_column(series.to_list())
+
+
+def _is_series(obj: Any) -> bool:
+    import polars as pl
+
+    return isinstance(obj, pl.Series)
+
+
+def rows_of(obj: Any, images: Any = None) -> Rows:
+    """A Polars DataFrame or Series as the operation's input: columns converted to Arrow on demand."""
+    import polars as pl
+
+    if isinstance(obj, pl.Series):
+        name = obj.name or None  # an unnamed Series (name "") is the value only, as in pandas
+        return Rows(names=[name] if name is not None else [], n=len(obj), column=lambda _key: _arrow(obj),
+                    series=True, series_name=name, images=_images_of(obj.to_frame(), images))
+    if isinstance(obj, pl.DataFrame):
+        return Rows(names=list(obj.columns), n=obj.height, column=lambda key: _arrow(obj.get_column(key)),
+                    images=_images_of(obj, images))
+    if isinstance(obj, pl.LazyFrame):
+        raise ConfigurationError("A Polars LazyFrame has no rows yet.",
+                                 hint="Collect it first: lf.collect().foundry.prompt(...).")
+    raise ConfigurationError(f"Expected a Polars DataFrame or Series, got {type(obj).__name__}.",
+                             hint="Call it as pl_df.foundry.prompt(...) or pl_df['col'].foundry.prompt(...).")
+
+
+def _images_of(frame: Any, images: Any) -> Any:
+    """`images=`: a column name of the frame, or a Series / list with one cell per row (by position)."""
+    import polars as pl
+
+    if images is None:
+        return None
+    if isinstance(images, str):
+        if images not in frame.columns:
+            shown = ", ".join(repr(c) for c in frame.columns[:30])
+            raise ConfigurationError(f"images={images!r} is not a column of the frame.",
+                                     hint=f"Columns: {shown}. Pass images='column' holding paths, URLs or bytes.")
+        return frame.get_column(images).to_list()
+    if isinstance(images, (pl.Series, list, tuple)):
+        if len(images) != frame.height:
+            raise ConfigurationError(f"images= has {len(images):,} values for {frame.height:,} rows.",
+                                     hint="Give one cell per row, or the name of a column: images='path'.")
+        return images.to_list() if isinstance(images, pl.Series) else list(images)
+    raise ConfigurationError(f"images= must be a column name or one cell per row, got {type(images).__name__}.",
+                             hint="e.g. pl_df.foundry.prompt('Describe {name}', images='photo_path').")
+
+
+# ====================================================================== Outcome -> Polars
+
+
+def _series(name: str, values: Callable[[], Any], fallback: Callable[[], list]) -> Any:
+    """A Polars Series from an Arrow array, or from Python values when Arrow cannot type them."""
+    import polars as pl
+    import pyarrow as pa
+
+    try:
+        return pl.Series(name, values())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
+        items = fallback()
+        try:
+            return pl.Series(name, items, strict=False)
+        except Exception:  # noqa: BLE001 - values Polars cannot hold but as objects
+            return pl.Series(name, items, dtype=pl.Object)
+
+
+def _labels(outcome: Outcome, name: str) -> Any:
+    """Enum of the labels when they are text; otherwise the labels' own type (Categorical of
+    their text when Arrow cannot type them). Null where the reply named none of them."""
+    import polars as pl
+    import pyarrow as pa
+
+    labels = list(outcome.labels or [])
+    if labels and all(isinstance(x, str) for x in labels):
+        return pl.Series(name, outcome.arrow(type=pa.large_string())).cast(pl.Enum(labels))
+    try:
+        return pl.Series(name, outcome.arrow())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+        text = [None if v is None else str(v) for v in outcome.rows().tolist()]
+        return pl.Series(name, text, dtype=pl.String).cast(pl.Categorical)
+
+
+def _vectors(outcome: Outcome, name: str) -> Any:
+    """Array(Float32, dim) when every vector has one length (List(Float32) otherwise), null where
+    there is none; built per distinct text, then spread onto rows by Arrow."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    vecs = outcome.values[None]
+    dims = {len(v) for v in vecs if v is not None}
+    if len(dims) == 1 and all(v is not None for v in vecs):
+        dim = dims.pop()
+        flat = np.concatenate([np.asarray(v, dtype=np.float32) for v in vecs])
+        per_unique = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
+    elif len(dims) == 1:  # some failed: null there
+        per_unique = pa.array([None if v is None else np.asarray(v, dtype=np.float32) for v in vecs],
+                              type=pa.list_(pa.float32(), dims.pop()))
+    else:
+        per_unique = pa.array([None if v is None else np.asarray(v, dtype=np.float32) for v in vecs],
+                              type=pa.list_(pa.float32()))
+    return pl.Series(name, outcome.plan.spread_arrow(per_unique))
+
+
+def to_polars(outcome: Outcome, name: str = "", prefix: str | None = None) -> Any:
+    """The pl.Series (text, label, vector) named `name`, or pl.DataFrame (fields; with `prefix`
+    the columns are `prefix` for one field, else `prefix_field`) of an outcome, in row order."""
+    import polars as pl
+    import pyarrow as pa
+
+    outcome.label_failures(lambda pos: pos.tolist())  # a row's label is its number
+    if outcome.kind == "text":
+        return pl.Series(name, outcome.arrow(type=pa.large_string()))
+    if outcome.kind == "label":
+        return _labels(outcome, name)
+    if outcome.kind == "vector":
+        return _vectors(outcome, name)
+    fields = list(outcome.values)
+    columns = []
+    for f in fields:
+        col = f if prefix is None else (prefix if len(fields) == 1 else f"{prefix}_{f}")
+        columns.append(_series(col, lambda f=f: outcome.arrow(f), lambda f=f: outcome.rows(f).tolist()))
+    return pl.DataFrame(columns)
+
+
+def _run(op: ops.Operation, obj: Any, images: Any = None, namespace: Mapping[str, Any] | None = None,
+         name: str | None = None, prefix: str | None = None) -> Any:
+    plan = op.plan(rows_of(obj, images), namespace)
+    if name is None:
+        name = obj.name if _is_series(obj) else "prompt"
+    return op.run(plan, lambda outcome: to_polars(outcome, name, prefix))
+
+
+# ====================================================================== the operations
+
+
+def prompt(obj: Any, template: str, *, output_col: str | None = None, images: Any = None,
+           namespace: Mapping[str, Any] | None = None, where: str = "prompt()", **options: Any) -> Any:
+    """A prompt per row -> pl.Series (named `output_col`, else "prompt" for a DataFrame and the
+    Series' own name for a Series); with `schema` a pl.DataFrame with a column per field
+    (`output_col` for a single field, else `output_col_field`, when given)."""
+    if output_col is not None and (not isinstance(output_col, str) or not output_col.strip()):
+        raise ConfigurationError(f"output_col must be a column name, got {output_col!r}.",
+                                 hint='For example output_col="summary".')
+    op = ops.Prompt(template, where=where, **options)
+    prefix = output_col.strip() if output_col is not None and op.schema is not None else None
+    return _run(op, obj, images, namespace, name=output_col.strip() if output_col is not None else None,
+                prefix=prefix)
+
+
+def estimate(obj: Any, template: str = "{}", *, images: Any = None, where: str = "estimate()", **options: Any) -> Any:
+    """The `fm.Estimate` of `prompt(obj, template, **options)`: nothing is sent."""
+    return _run(ops.Prompt(template, where=where, estimate=True, **options), obj, images)
+
+
+def classify(series: Any, labels: Any, *, template: str | None = None, images: Any = None,
+             where: str = "classify()", **options: Any) -> Any:
+    return _run(ops.Classify(labels, template=template, where=where, **options), series, images)
+
+
+def extract(series: Any, fields: Any, *, template: str | None = None, images: Any = None,
+            where: str = "extract()", **options: Any) -> Any:
+    return _run(ops.Extract(fields, template=template, where=where, **options), series, images)
+
+
+def summarize(series: Any, *, images: Any = None, where: str = "summarize()", **options: Any) -> Any:
+    return _run(ops.Summarize(where=where, **options), series, images)
+
+
+def translate(series: Any, lang: str, *, images: Any = None, where: str = "translate()", **options: Any) -> Any:
+    return _run(ops.Translate(lang, where=where, **options), series, images)
+
+
+def sentiment(series: Any, *, images: Any = None, where: str = "sentiment()", **options: Any) -> Any:
+    return _run(ops.Sentiment(where=where, **options), series, images)
+
+
+def embed(series: Any, *, where: str = "embed()", **options: Any) -> Any:
+    return _run(ops.Embed(where=where, **options), series)
+
+
+# ====================================================================== the namespaces
+
+
+def _common(system: Any, model: Any, connection: Any, concurrency: Any, rpm: Any, tpm: Any, cache: Any,
+            progress: Any, schema: Any = None) -> dict[str, Any]:
+    """The options every namespace method names in its signature, as keyword options."""
+    out = dict(system=system, model=model, connection=connection, concurrency=concurrency, rpm=rpm, tpm=tpm,
+               cache=cache, progress=progress)
+    if schema is not None:
+        out["schema"] = schema
+    return out
+
+
+class _Base:
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def last_run(self) -> RunReport | None:
+        """The report of the last run in this process (`fm.last_run()`)."""
+        return last_run()
+
+
+class FoundryPolarsFrame(_Base):
+    """`pl_df.foundry`: prompts over the frame's columns."""
+
+    def prompt(self, template: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, schema: Any = None, *, output_col: str | None = None,
+               images: Any = None, **options: Any) -> Any:
+        """One request per row, `{column}` filled in: a pl.Series named "prompt" (or `output_col`),
+        or with `schema` a pl.DataFrame with a column per field. Rows with a null get null and
+        no request.
+
+        Options (checked before anything is sent) as for pandas' df.foundry.prompt: system,
+        model, connection, temperature, max_tokens, schema, api, concurrency, rpm, tpm, cache,
+        progress, images='column', batch, wait, poll_interval, estimate."""
+        return prompt(self._obj, template, output_col=output_col, images=images, where="df.foundry.prompt()",
+                      **_common(system, model, connection, concurrency, rpm, tpm, cache, progress, schema), **options)
+
+    def estimate(self, template: str, *, images: Any = None, **options: Any) -> Any:
+        """What `prompt(template, ...)` with the same options would send and cost, as an
+        `fm.Estimate`. Sends nothing."""
+        return estimate(self._obj, template, images=images, where="df.foundry.estimate()", **options)
+
+
+class FoundryPolarsSeries(_Base):
+    """`pl_series.foundry`: prompts over one column; `{}` is the value. Results keep its name."""
+
+    def prompt(self, template: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, schema: Any = None, *, images: Any = None,
+               **options: Any) -> Any:
+        """One request per value, `{}` filled in: a pl.Series (a pl.DataFrame with `schema`)."""
+        return prompt(self._obj, template, images=images, where="s.foundry.prompt()",
+                      **_common(system, model, connection, concurrency, rpm, tpm, cache, progress, schema), **options)
+
+    def estimate(self, template: str = "{}", *, images: Any = None, **options: Any) -> Any:
+        """The `fm.Estimate` of `prompt(template, ...)`; sends nothing. Every other operation
+        takes estimate=True too: `s.foundry.summarize(estimate=True)`."""
+        return estimate(self._obj, template, images=images, where="s.foundry.estimate()", **options)
+
+    def classify(self, labels: Any, system: str | None = None, model: str | None = None, connection: Any = None,
+                 concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+                 cache: bool = True, progress: Any = True, *, template: str | None = None, **options: Any) -> Any:
+        """pl.Series of Enum(labels) (text labels); null where the reply is none of them."""
+        return classify(self._obj, labels, template=template, where="s.foundry.classify()",
+                        **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def extract(self, fields: Any, system: str | None = None, model: str | None = None, connection: Any = None,
+                concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+                cache: bool = True, progress: Any = True, *, template: str | None = None, **options: Any) -> Any:
+        """pl.DataFrame with a column per field of `fields` ({"name": str, "age": int} or a JSON Schema)."""
+        return extract(self._obj, fields, template=template, where="s.foundry.extract()",
+                       **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def embed(self, model: str | None = None, dimensions: int | None = None, connection: Any = None,
+              cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """pl.Series of Array(Float32, dim), null where the value is null. Options: concurrency,
+        batch, wait, poll_interval, estimate."""
+        return embed(self._obj, where="s.foundry.embed()", model=model, dimensions=dimensions, connection=connection,
+                     cache=cache, progress=progress, **options)
+
+    def summarize(self, system: str | None = None, model: str | None = None, connection: Any = None,
+                  concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+                  cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One or two sentences per value (output capped in proportion to the input)."""
+        return summarize(self._obj, where="s.foundry.summarize()",
+                         **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def translate(self, lang: str, system: str | None = None, model: str | None = None, connection: Any = None,
+                  concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+                  cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """Each value translated into `lang`."""
+        return translate(self._obj, lang, where="s.foundry.translate()",
+                         **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def sentiment(self, system: str | None = None, model: str | None = None, connection: Any = None,
+                  concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+                  cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """pl.Series of Enum: positive / negative / neutral (null when unclassifiable)."""
+        return sentiment(self._obj, where="s.foundry.sentiment()",
+                         **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+
+def register() -> None:
+    """Register `.foundry` on pl.DataFrame and pl.Series (idempotent)."""
+    import polars as pl
+
+    for cls, ns, reg in ((pl.DataFrame, FoundryPolarsFrame, pl.api.register_dataframe_namespace),
+                         (pl.Series, FoundryPolarsSeries, pl.api.register_series_namespace)):
+        if getattr(cls.__dict__.get("foundry"), "_ns", None) is ns:
+            continue
+        reg("foundry")(ns)
