@@ -277,7 +277,7 @@ class Registry:
 
     def save(self) -> None:
         """Write the changes made through this object, merged with the file as it is now."""
-        with _locked(self.path):
+        with locked(self.path):
             if self._ops:
                 fresh = Registry.load(self.path)  # raises (and writes nothing) if the file is corrupt
                 for op in self._ops:
@@ -285,7 +285,7 @@ class Registry:
                 self.default, self.connections, self.key_prompt = fresh.default, fresh.connections, fresh.key_prompt
             elif self.path.exists():
                 Registry.load(self.path)  # never overwrite a file we could not read
-            _atomic_write(self.path, self.to_toml())
+            atomic_write(self.path, self.to_toml())
             self._ops.clear()
 
 
@@ -326,7 +326,7 @@ def set_default(name: str | None, *, path: Path | None = None) -> None:
 # ---------------------------------------------------------------------- file plumbing
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """A crash leaves either the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".connections-", suffix=".toml", dir=path.parent)
@@ -345,7 +345,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 @contextmanager
-def _locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def locked(path: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """An exclusive lock between processes for a read-modify-write of `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + ".lock")

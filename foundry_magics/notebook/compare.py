@@ -120,7 +120,7 @@ class Comparison:
         return ReplyView(text, self.format, reply=col.reply, interrupted=col.interrupted, error=col.error, **kw)
 
     def _cell_md(self, col: _Column, live: bool) -> str:
-        from foundry_magics.notebook.render import _fenced
+        from foundry_magics.notebook.render import fenced
 
         view = self._view(col, live)
         if view is not None:
@@ -129,7 +129,7 @@ class Comparison:
             return f"*waiting for {col.model}…*"
         if self.format in ("markdown", "code"):
             return col.text + CURSOR
-        return _fenced(col.text + CURSOR, "json" if self.format == "json" else "")
+        return fenced(col.text + CURSOR, "json" if self.format == "json" else "")
 
     def markdown(self, live: bool = False) -> str:
         cols = [self._columns[m] for m in self.models]
@@ -342,11 +342,11 @@ def compare(prompt: str, models: Sequence[str], **options: Any) -> Comparison:
     p = prompting.prompter()
     settings = prompting.Settings(stream=stream)
     calls = p.prepare_compare(args, {}, settings)
-    live = stream and _live_frontend()
+    live = stream and live_frontend()
     return run_comparison(p, calls, live=live, fmt=calls[0].format, prompt=prompt, notice=calls[0].notice)
 
 
-def _live_frontend() -> bool:
+def live_frontend() -> bool:
     """Whether displays can be updated in place: a Jupyter kernel (not a terminal or a script)."""
     try:
         from IPython import get_ipython

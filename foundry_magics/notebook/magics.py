@@ -162,7 +162,7 @@ class FoundryMagics(Magics):
     def _compare(self, p: Any, args: Any) -> Any:
         """`-m A,B,C`: one request per model at once, the replies side by side (notebook.compare)."""
         from foundry_magics.notebook import render
-        from foundry_magics.notebook.compare import _live_frontend, run_comparison
+        from foundry_magics.notebook.compare import live_frontend, run_comparison
 
         calls = p.prepare_compare(args, self._namespace(), self._settings())
         if calls[0].notice:
@@ -171,7 +171,7 @@ class FoundryMagics(Magics):
             for call in calls:
                 render.show(render.RequestView(p.dry_run(call)))
             return None
-        live = calls[0].stream and _live_frontend()
+        live = calls[0].stream and live_frontend()
         comp = run_comparison(p, calls, live=live, fmt=calls[0].format)
         self._show_model_notice()
         if live:

@@ -170,7 +170,7 @@ def _tools_html(tools: Sequence[Any]) -> str:
     return "".join(f'<div style="opacity:.7;font-size:smaller">{html.escape(tool_line(tc))}</div>' for tc in tools)
 
 
-def _fenced(text: str, lang: str = "") -> str:
+def fenced(text: str, lang: str = "") -> str:
     fence = "```"
     while fence in text:
         fence += "`"
@@ -272,11 +272,11 @@ class ReplyView(Reply):
     def markdown(self) -> str:
         fmt, text = self.format, self.text
         if fmt == "json" and self.parse_error is None and self.parsed is not None:
-            body = _fenced(json.dumps(self.parsed, indent=2, ensure_ascii=False), "json")
+            body = fenced(json.dumps(self.parsed, indent=2, ensure_ascii=False), "json")
         elif fmt in ("text", "json"):
-            body = _fenced(text)
+            body = fenced(text)
         elif fmt == "code" and "```" not in text:
-            body = _fenced(text)
+            body = fenced(text)
         else:
             body = with_citation_marks(text, self.citations) if fmt == "markdown" else text
         return _tools_md(self.tool_calls) + body + _citations_md(self.citations) + self._status_md()
@@ -372,8 +372,8 @@ class LiveView:
         if self.format in ("markdown", "code"):
             return {"text/plain": head + text + CURSOR, "text/markdown": head_md + text + CURSOR}
         if self.format == "json":
-            return {"text/plain": head + text + CURSOR, "text/markdown": head_md + _fenced(text + CURSOR, "json")}
-        return {"text/plain": head + text + CURSOR, "text/markdown": head_md + _fenced(text + CURSOR)}
+            return {"text/plain": head + text + CURSOR, "text/markdown": head_md + fenced(text + CURSOR, "json")}
+        return {"text/plain": head + text + CURSOR, "text/markdown": head_md + fenced(text + CURSOR)}
 
     def update(self, text: str) -> bool:
         """Show `text` if the last update is at least `interval` old; True if it did."""
@@ -559,7 +559,7 @@ class RequestView(dict):
         body = json.dumps(r["json"], indent=2, ensure_ascii=False)
         note = self._note()
         return ("**Dry run** — nothing was sent.\n\n"
-                + _fenced(f"{r['method']} {r['url']}\n{headers}", "http") + "\n\n" + _fenced(body, "json")
+                + fenced(f"{r['method']} {r['url']}\n{headers}", "http") + "\n\n" + fenced(body, "json")
                 + (f"\n\n*{note}*" if note else ""))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -34,7 +34,7 @@ from foundry_magics.defaults import (
 )
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import options as _options
-from foundry_magics.ops.plan import Plan
+from foundry_magics.ops.plan import Plan, memory_pool
 from foundry_magics.ops.replies import MISSING, json_fields, match_label
 from foundry_magics.ops.template import escape, parse_template, resolve_names
 
@@ -95,7 +95,7 @@ class Outcome:
             chunks = []
             for start in range(0, len(values), _ARROW_CHUNK):  # converted and released a chunk at a time
                 part = values[start:start + _ARROW_CHUNK]
-                chunks.append(pa.array(part, type=type, from_pandas=True))
+                chunks.append(pa.array(part, type=type, from_pandas=True, memory_pool=memory_pool()))
                 values[start:start + _ARROW_CHUNK] = [None] * len(part)
             arrow = pa.chunked_array(chunks, type=type or (chunks[0].type if chunks else pa.null()))
             if values is self.result.texts:

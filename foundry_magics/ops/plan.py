@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from foundry_magics.ops.template import SERIES, Template
 
-__all__ = ["Plan", "image_list", "arrow_column"]
+__all__ = ["Plan", "image_list", "arrow_column", "memory_pool"]
 
 
 def arrow_column(values: Any) -> Any:
@@ -40,6 +40,15 @@ def arrow_column(values: Any) -> Any:
         return pa.array([None if _is_na(v) else str(v) for v in values], type=pa.string())
 
 
+def memory_pool() -> Any:
+    """Where the core's transient Arrow buffers go: the system allocator, which gives a large
+    freed buffer back to the OS at once (Arrow's default pool keeps it, so a million-row
+    dictionary encoding would stay in the process's memory for the rest of the session)."""
+    import pyarrow as pa
+
+    return pa.system_memory_pool()
+
+
 def _is_na(v: Any) -> bool:
     if v is None:
         return True
@@ -54,14 +63,16 @@ def _codes(arr: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    pool = memory_pool()
     try:
-        enc = pc.dictionary_encode(arr)
-        idx = enc.indices
+        idx = pc.dictionary_encode(arr, memory_pool=pool).indices
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
         # lists, structs, maps: identical by their text
         texts = [None if v is None else repr(v) for v in arr.to_pylist()]
-        idx = pc.dictionary_encode(pa.array(texts, type=pa.string())).indices
-    out = pc.fill_null(idx.cast(pa.int64()), -1).to_numpy(zero_copy_only=False)
+        idx = pc.dictionary_encode(pa.array(texts, type=pa.string(), memory_pool=pool), memory_pool=pool).indices
+    out = np.asarray(idx.to_numpy(zero_copy_only=False))
+    if idx.null_count:
+        out = np.where(np.isnan(out), -1, out)
     if arr.type == pa.float64() or arr.type == pa.float32():  # NaN is missing too, as in pandas
         nan = pc.is_nan(arr)
         nan_mask = pc.fill_null(nan, False).to_numpy(zero_copy_only=False)
@@ -201,7 +212,7 @@ class Plan:
 
         pos = self.first_pos[idx.start:idx.stop] if isinstance(idx, range) else self.first_pos[list(idx)]
         take = pa.array(pos, type=pa.int64())
-        values = {col: self.columns[col].take(take).to_pylist() for col in self._used}
+        values = {col: self.columns[col].take(take).to_pylist() for col in self._used}  # a chunk: small
         tpl = self.tpl
         base = dict(self.consts)
         out: list[Any] = []
@@ -260,8 +271,10 @@ class Plan:
             values = pa.array(per_unique, type=type, from_pandas=True)
         if self.identity:  # every row its own request, in order: no copy
             return values
+        import pyarrow.compute as pc
+
         indices = pa.array(self.codes, mask=self.codes < 0, type=pa.int64())
-        return values.take(indices)
+        return pc.take(values, indices, memory_pool=memory_pool())
 
     @property
     def identity(self) -> bool:

@@ -123,11 +123,11 @@ def set_prices(prices: Mapping[str, Any] | None = None, *, save: bool = False, c
 def _save(parsed: dict[str, Price], currency: str | None) -> None:
     import tomli_w
 
-    from foundry_magics.connections.registry import _atomic_write, _locked
+    from foundry_magics.connections.registry import atomic_write, locked
 
     path = prices_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
+    with locked(path):
         doc = _read_doc(path)
         for model, p in parsed.items():
             entry: dict[str, float] = {"input": p.input, "output": p.output}
@@ -138,7 +138,7 @@ def _save(parsed: dict[str, Price], currency: str | None) -> None:
             doc[model] = entry
         if currency:
             doc["currency"] = currency.strip()
-        _atomic_write(path, tomli_w.dumps(doc))
+        atomic_write(path, tomli_w.dumps(doc))
 
 
 def _read_doc(path: Path) -> dict[str, Any]:

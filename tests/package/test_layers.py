@@ -20,9 +20,9 @@ import foundry_magics
 from foundry_magics import _compat
 
 PKG = Path(foundry_magics.__file__).resolve().parent
-CORE = ("errors", "defaults", "connections", "rest", "store", "ops", "engine", "batch_api")
+CORE = ("errors", "defaults", "wording", "connections", "rest", "store", "ops", "engine", "batch_api")
 FACES = ("notebook", "frames", "emulator")
-FORBIDDEN_IN_CORE = ("IPython", "ipywidgets", "pandas", "pyspark", "traitlets")
+FORBIDDEN_IN_CORE = ("IPython", "ipywidgets", "pandas", "polars", "pyspark", "traitlets")
 
 
 def _module_name(path: Path) -> str:
@@ -80,6 +80,39 @@ def test_core_imports_no_face_and_no_notebook_library(path):
             if mod == f"foundry_magics.{face}" or mod.startswith(f"foundry_magics.{face}."):
                 bad.append(f"line {line}: {mod}")
     assert not bad, f"{path.relative_to(PKG)} imports a face or a notebook library: {bad}"
+
+
+# face -> the faces it must never import (notebook may use the pandas front-end for `--df`)
+FACE_RULES = {"frames": ("notebook", "emulator"), "emulator": ("notebook", "frames")}
+
+
+def _face_files(face: str) -> list[Path]:
+    return sorted((PKG / face).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", [p for face in FACE_RULES for p in _face_files(face)],
+                         ids=lambda p: str(p.relative_to(PKG)))
+def test_faces_keep_out_of_each_other(path):
+    face = path.relative_to(PKG).parts[0]
+    bad = [f"line {line}: {mod}" for line, mod in _imports(path)
+           for other in FACE_RULES[face]
+           if mod == f"foundry_magics.{other}" or mod.startswith(f"foundry_magics.{other}.")]
+    assert not bad, f"{path.relative_to(PKG)} ({face}/) imports another face: {bad}"
+
+
+def test_no_front_end_reaches_into_private_names_of_another_module():
+    """`from foundry_magics.x import _private` (or `x._private`) across modules: public modules only."""
+    bad = []
+    for path in sorted(PKG.rglob("*.py")):
+        me = _module_name(path)
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("foundry_magics"):
+                for a in node.names:
+                    is_module = (PKG.parent / node.module.replace(".", "/") / f"{a.name}.py").exists()
+                    if a.name.startswith("_") and not a.name.startswith("__") and node.module != me and not is_module:
+                        bad.append(f"{me}: from {node.module} import {a.name}")
+    assert not bad, bad
 
 
 def test_the_walker_sees_imports_inside_functions(tmp_path):
