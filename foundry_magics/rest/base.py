@@ -115,6 +115,13 @@ def _checked(temperature: Any, max_tokens: Any) -> tuple[Any, Any]:
     return check_value("temperature", temperature), check_value("max_tokens", max_tokens)
 
 
+def refuse_unknown(unknown: Mapping[str, Any], builder: Callable[..., Any], where: str) -> None:
+    """A keyword a single call does not take (a run's `concurrency`, a misspelt `temprature`):
+    the same ConfigurationError as everywhere, with "did you mean"."""
+    if unknown:
+        _known_options(builder, unknown, where)
+
+
 def _known_options(builder: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> None:
     import inspect
 

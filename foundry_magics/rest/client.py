@@ -33,7 +33,7 @@ from foundry_magics.rest.agents import (
     conversation_route,
     conversations_route,
 )
-from foundry_magics.rest.base import BaseClient, CallRecord, text_decoder, transport_error
+from foundry_magics.rest.base import BaseClient, CallRecord, refuse_unknown, text_decoder, transport_error
 from foundry_magics.rest.http import async_session
 from foundry_magics.rest.models import Delta, Reply
 from foundry_magics.rest.retry import RetryPolicy
@@ -113,9 +113,10 @@ class FoundryClient(BaseClient):
     def chat(self, prompt: str | None = None, *, messages: Sequence[Mapping[str, Any]] | None = None,
              system: str | None = None, model: str | None = None, temperature: float | None = None,
              max_tokens: int | None = None, schema: Any = None, stream: bool = False,
-             extra_body: Mapping[str, Any] | None = None, images: Any = None) -> Reply | Stream:
+             extra_body: Mapping[str, Any] | None = None, images: Any = None, **unknown: Any) -> Reply | Stream:
         """Chat completions -> Reply; with stream=True -> Stream of Deltas. `images`: paths,
         http(s) URLs, bytes or PIL images attached to the prompt."""
+        refuse_unknown(unknown, self.build_chat, "client.chat()")
         self.ensure_model(model, "chat")
         route, body = self.build_chat(prompt, messages=messages, system=system, model=model, temperature=temperature,
                                       max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body,
@@ -127,9 +128,10 @@ class FoundryClient(BaseClient):
                 temperature: float | None = None, max_tokens: int | None = None, schema: Any = None,
                 stream: bool = False, extra_body: Mapping[str, Any] | None = None,
                 images: Any = None, agent: str | Mapping[str, Any] | None = None,
-                conversation: str | None = None) -> Reply | Stream:
+                conversation: str | None = None, **unknown: Any) -> Reply | Stream:
         """Responses API -> Reply (with `.id` for previous_response_id); stream=True -> Stream.
         `agent`: "NAME[:VERSION]" of a project's agent; `conversation`: a server-side conversation id."""
+        refuse_unknown(unknown, self.build_respond, "client.respond()")
         if agent is None:
             self.ensure_model(model, "responses")
         route, body = self.build_respond(prompt, input=input, system=system, model=model,
@@ -332,7 +334,9 @@ class AsyncFoundryClient(BaseClient):
     async def chat(self, prompt: str | None = None, *, messages: Sequence[Mapping[str, Any]] | None = None,
                    system: str | None = None, model: str | None = None, temperature: float | None = None,
                    max_tokens: int | None = None, schema: Any = None, stream: bool = False,
-                   extra_body: Mapping[str, Any] | None = None, images: Any = None) -> Reply | AsyncStream:
+                   extra_body: Mapping[str, Any] | None = None, images: Any = None,
+                   **unknown: Any) -> Reply | AsyncStream:
+        refuse_unknown(unknown, self.build_chat, "client.chat()")
         await self.ensure_model(model, "chat")
         route, body = self.build_chat(prompt, messages=messages, system=system, model=model, temperature=temperature,
                                       max_tokens=max_tokens, schema=schema, stream=stream, extra_body=extra_body,
@@ -344,7 +348,8 @@ class AsyncFoundryClient(BaseClient):
                       temperature: float | None = None, max_tokens: int | None = None, schema: Any = None,
                       stream: bool = False, extra_body: Mapping[str, Any] | None = None,
                       images: Any = None, agent: str | Mapping[str, Any] | None = None,
-                      conversation: str | None = None) -> Reply | AsyncStream:
+                      conversation: str | None = None, **unknown: Any) -> Reply | AsyncStream:
+        refuse_unknown(unknown, self.build_respond, "client.respond()")
         if agent is None:
             await self.ensure_model(model, "responses")
         route, body = self.build_respond(prompt, input=input, system=system, model=model,

@@ -112,3 +112,26 @@ def test_out_onto_a_column_the_template_reads_is_refused(emu, ip):
     assert "would overwrite the column 'text'" in ran.everything and "--out text_result" in ran.everything
     assert list(ip.user_ns["df"]["text"]) == ["a", "b"]
     assert emu.stats()["requests"] == before
+
+
+def test_single_calls_refuse_run_options_and_misspellings_the_same_way(emu):
+    import asyncio
+
+    conn = _conn(emu)
+    before = emu.stats()["requests"]
+    with fm.FoundryClient(conn) as client:
+        with pytest.raises(ConfigurationError, match="client.chat\\(\\) got an unknown option concurrency=") as info:
+            client.chat("hi", concurrency=4)
+        assert "does not take concurrency=" in info.value.hint
+        with pytest.raises(ConfigurationError, match="Did you mean temperature="):
+            client.respond("hi", temprature=1)
+        with pytest.raises(ConfigurationError, match="temperature must be a number from 0 to 2"):
+            client.chat("hi", temperature="hot")
+
+    async def go():
+        async with fm.AsyncFoundryClient(conn) as client:
+            with pytest.raises(ConfigurationError, match="Did you mean max_tokens="):
+                await client.chat("hi", max_token=5)
+
+    asyncio.run(go())
+    assert emu.stats()["requests"] == before
