@@ -706,3 +706,46 @@ def test_field_kinds():
         "a": "string", "b": "long", "c": "double", "d": "boolean", "e": "string", "f": "array<string>",
         "g": "json", "i": "array<long>"}
     assert field_kind({"type": ["integer", "null"]}) == "long"
+
+
+# ====================================================================== estimate
+
+
+def _same_estimate(ours, theirs):
+    keys = ("rows", "na_rows", "distinct", "cached", "to_send", "input_tokens", "output_cap", "output_cap_min",
+            "max_output_tokens", "images", "model", "operation", "batch", "input_cost", "max_cost")
+    assert {k: getattr(ours, k) for k in keys} == {k: getattr(theirs, k) for k in keys}
+
+
+def test_estimate_is_the_pandas_estimate_counted_by_spark_and_sends_nothing(spark, emu):
+    import pandas as pd
+
+    conn = connection(emu)
+    rows = [(f"review {i % 7}: the lid is loose", i) for i in range(40)] + [(None, 99)]
+    sdf = reviews(spark, rows, partitions=3)  # duplicates across partitions count once
+    pdf = pd.DataFrame(rows, columns=["text", "n"])
+    est = sdf.foundry.estimate("Summarize: {text}", connection=conn, max_tokens=50)
+    assert isinstance(est, fm.Estimate) and requests_sent(emu) == 0
+    assert (est.rows, est.na_rows, est.distinct, est.cached, est.to_send) == (41, 1, 7, 0, 7)
+    _same_estimate(est, pdf.foundry.estimate("Summarize: {text}", connection=conn, max_tokens=50))
+    assert "counted by Spark" in " ".join(est.notes)
+
+    sdf.foundry.prompt("Summarize: {text}", connection=conn, max_tokens=50).limit(1).collect()  # caches a few
+    sdf.foundry.prompt("Summarize: {text}", connection=conn, max_tokens=50).collect()
+    sent = requests_sent(emu)
+    again = sdf.foundry.prompt("Summarize: {text}", connection=conn, max_tokens=50, estimate=True)
+    assert (again.cached, again.to_send) == (7, 0) and requests_sent(emu) == sent
+
+    # every operation takes estimate=True: default caps, labels, the Batch API price, embeddings
+    for spark_est, pandas_est in [
+        (sdf.foundry.summarize("text", connection=conn, estimate=True),
+         pdf["text"].foundry.summarize(connection=conn, estimate=True)),
+        (sdf.foundry.classify("text", ["good", "bad"], connection=conn, estimate=True, batch=True),
+         pdf["text"].foundry.classify(["good", "bad"], connection=conn, estimate=True, batch=True)),
+        (sdf.foundry.embed("text", connection=conn, estimate=True),
+         pdf["text"].foundry.embed(connection=conn, estimate=True)),
+    ]:
+        _same_estimate(spark_est, pandas_est)
+    assert requests_sent(emu) == sent
+    with pytest.raises(ConfigurationError, match="temperature"):
+        sdf.foundry.estimate("Summarize: {text}", connection=conn, temperature="hot")
