@@ -749,3 +749,25 @@ def test_estimate_is_the_pandas_estimate_counted_by_spark_and_sends_nothing(spar
     assert requests_sent(emu) == sent
     with pytest.raises(ConfigurationError, match="temperature"):
         sdf.foundry.estimate("Summarize: {text}", connection=conn, temperature="hot")
+
+
+# ====================================================================== usage
+
+
+def test_spark_runs_count_in_fm_usage_once_the_action_ran(spark, emu):
+    from foundry_magics.store.usage import session_usage
+
+    conn = connection(emu)
+    session_usage().reset()
+    rows = [(f"usage row {i}", i) for i in range(30)]
+    out = reviews(spark, rows, partitions=3).foundry.prompt("Summarize: {text}", connection=conn)
+    assert fm.usage()["requests"].sum() == 0  # lazy: nothing ran yet
+    out.collect()
+    u = fm.usage()
+    assert u["requests"].sum() == requests_sent(emu) == 30
+    assert u["rows"].sum() == 30 and u["input_tokens"].sum() > 0 and u["output_tokens"].sum() > 0
+    assert list(u["model"]) == [MODEL] and u["runs"].sum() == 1
+    assert fm.usage()["requests"].sum() == 30  # read twice: counted once
+    out.collect()  # the same job again: answered by the cache, counted as such
+    u = fm.usage()
+    assert u["requests"].sum() == 30 and u["cache_hits"].sum() == 30 and u["rows"].sum() == 60
