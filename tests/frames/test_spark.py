@@ -771,3 +771,43 @@ def test_spark_runs_count_in_fm_usage_once_the_action_ran(spark, emu):
     out.collect()  # the same job again: answered by the cache, counted as such
     u = fm.usage()
     assert u["requests"].sum() == 30 and u["cache_hits"].sum() == 30 and u["rows"].sum() == 60
+
+
+# ====================================================================== Structured Streaming
+
+
+def test_streaming_enrichment_to_parquet_restarts_from_its_checkpoint_sending_only_new_rows(spark, emu, tmp_path):
+    conn = connection(emu)
+    source, sink, checkpoint = tmp_path / "in", tmp_path / "out", tmp_path / "checkpoint"
+    source.mkdir()
+
+    def write_files(start, count, per_file):
+        for f in range(start, start + count):
+            lines = [json.dumps({"id": f * 100 + i, "text": f"stream review {f}-{i}"}) for i in range(per_file)]
+            (source / f"part-{f:03}.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def run_once():
+        stream = (spark.session.readStream.schema("id long, text string").option("maxFilesPerTrigger", 3)
+                  .json(str(source)))
+        enriched = stream.foundry.prompt("Summarize: {text}", output_col="summary", connection=conn)
+        query = (enriched.writeStream.format("parquet").option("path", str(sink))
+                 .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True).start())
+        assert query.awaitTermination(180), "the streaming query did not finish"
+        assert query.exception() is None
+
+    write_files(0, 5, 4)
+    run_once()
+    got = spark.session.read.parquet(str(sink)).collect()
+    assert len(got) == 20 and requests_sent(emu) == 20
+    expected = dict(zip([r.id for r in got], ask(conn, [f"Summarize: {r.text}" for r in got])))
+    assert all(r.summary == expected[r.id] and r.foundry_error is None for r in got)
+    assert requests_sent(emu) == 40  # ask() sent 20 more (the emulator answers deterministically)
+
+    write_files(5, 10, 1)  # ten new files, one new row each; then a restart from the checkpoint
+    run_once()
+    got = spark.session.read.parquet(str(sink)).collect()
+    assert len(got) == 30 and len({r.id for r in got}) == 30
+    assert requests_sent(emu) == 40 + 10  # only the new rows were sent
+    new = [r for r in got if r.id >= 500]
+    assert all(r.summary and r.foundry_error is None for r in new)
+    assert [r.summary for r in new] == ask(conn, [f"Summarize: {r.text}" for r in new])
