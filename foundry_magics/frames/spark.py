@@ -19,11 +19,17 @@ result column(s), then `foundry_error` (null on success, else the reason; no row
 dropped). Calling on a result again (`.foundry.classify(...)` after `.foundry.prompt(...)`)
 keeps one `foundry_error` holding both calls' reasons.
 
-* Each Spark task runs the pandas engine over its partition, Arrow batch by Arrow batch
-  (`mapInArrow`): identical rows make one request, rows with a missing value send nothing,
-  retries and 429 handling as in pandas, `concurrency` requests in flight per task
-  (default 32), and the cache: a task that Spark retries does not resend what its first
-  attempt finished. On a local master the executors share this process's cache.
+* The driver builds the same core operation as pandas (`ops.operations`) from the arguments,
+  so an option means the same and a bad one is the same `ConfigurationError`, before any job.
+  Spark's own options: `output_col`, `parallelism`.
+* Each Spark task plans each Arrow batch of its partition with that operation (`mapInArrow`,
+  no pandas on the way) and runs it online through the engine: identical rows make one
+  request, rows with a missing value send nothing, retries and 429 handling as in pandas,
+  `concurrency` requests in flight per task (default 32), and the cache: a task that Spark
+  retries does not resend what its first attempt finished. On a local master the executors
+  share this process's cache. Their usage reaches `fm.usage()` (`frames.spark_usage`).
+* `estimate=True` / `sdf.foundry.estimate(...)`: the `fm.Estimate`, counted by Spark
+  (`frames.spark_estimate`); `batch=True` (the Batch API) is refused for now, nothing sent.
 * `rpm` / `tpm` are budgets for the whole job: each task gets `rpm / parallelism`, where
   `parallelism` is how many tasks run at once (default: the session's defaultParallelism).
 * The connection reaches executors as `Connection.to_dict()`: never a key. Executors read
@@ -36,123 +42,131 @@ keeps one `foundry_error` holding both calls' reasons.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-from foundry_magics.errors import ConfigurationError
 from foundry_magics.frames.spark_errors import foundry_error, readable_errors
 
-__all__ = ["prompt", "classify", "extract", "embed", "summarize", "translate", "sentiment",
+__all__ = ["prompt", "classify", "extract", "embed", "summarize", "translate", "sentiment", "estimate",
            "FoundrySparkAccessor", "register", "foundry_error", "readable_errors"]
 
 
-def _build(sdf: Any, **kw: Any) -> Any:
+def _run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None = None,
+         parallelism: int | None = None, images: str | None = None) -> Any:
+    """`op` over `sdf` in the mode its options ask for: the lazy DataFrame (online), the
+    `fm.Estimate` (estimate=True), the Spark DataFrame or `fm.BatchJob` (batch=True)."""
     from foundry_magics.frames import spark_errors
-    from foundry_magics.frames.spark_job import build
 
     spark_errors.install()  # the readable block for a job that our error stops (idempotent)
-    return build(sdf, **kw)
+    if op.estimate:
+        from foundry_magics.frames.spark_estimate import estimate as spark_estimate
+
+        return spark_estimate(sdf, op, column=column, images=images)
+    if op.batch:
+        from foundry_magics.errors import ConfigurationError
+
+        raise ConfigurationError(
+            "batch=True (the Batch API) does not run on Spark DataFrames yet; nothing was sent.",
+            hint="Run it online (leave batch out), or price it first with estimate=True, batch=True; for the "
+                 "Batch API today, convert a manageable frame with sdf.toPandas() and use df.foundry.*(batch=True).")
+    from foundry_magics.frames.spark_job import build
+
+    return build(sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images)
 
 
-def prompt(sdf: Any, template: str, output_col: str | None = None, *, system: str | None = None,
-           model: str | None = None, connection: Any = None, schema: Any = None, max_tokens: int | None = None,
-           temperature: float | None = None, concurrency: int | None = None, rpm: float | None = None,
-           tpm: float | None = None, cache: bool = True, api: str | None = None,
-           parallelism: int | None = None) -> Any:
+def _where(name: str) -> str:
+    return f"sdf.foundry.{name}()"
+
+
+def prompt(sdf: Any, template: str, output_col: str | None = None, *, parallelism: int | None = None,
+           images: str | None = None, **options: Any) -> Any:
     """One request per row with `{column}` filled in -> a lazy DataFrame with `output_col`
     (default "reply"), or with `schema` a column per field (named by the field; `output_col`
     prefixes them: OUT_field), typed string / long / double / boolean / array, then `foundry_error`.
 
-    `concurrency`: requests in flight per Spark task (default 32). `rpm` / `tpm`: budgets for
-    the whole job, shared out as rpm / parallelism per task (`parallelism` defaults to the
-    session's defaultParallelism, the number of tasks that run at once).
+    Options, checked as everywhere (`ops.options`): system, model, connection, temperature,
+    max_tokens, schema, api, concurrency (requests in flight per Spark task, default 32),
+    rpm / tpm (budgets for the whole job, shared out as rpm / parallelism per task;
+    `parallelism` defaults to the session's defaultParallelism), cache, progress (accepted;
+    Spark shows its own), images='column', batch (refused on Spark for now), wait, poll_interval,
+    estimate (the `fm.Estimate`, counted by Spark, nothing sent).
     """
-    return _build(sdf, label="prompt", template=template, output_col=output_col, schema=schema, system=system,
-                  model=model, connection=connection, max_tokens=max_tokens, temperature=temperature,
-                  concurrency=concurrency, rpm=rpm, tpm=tpm, cache=cache, api=api, parallelism=parallelism)
+    from foundry_magics.ops.operations import Prompt
+
+    op = Prompt(template, where=_where("prompt"), **options)
+    return _run(sdf, op, output_col=output_col, parallelism=parallelism, images=images)
+
+
+def estimate(sdf: Any, template: str, *, column: str | None = None, images: str | None = None,
+             **options: Any) -> Any:
+    """The `fm.Estimate` of `prompt(sdf, template, **options)` (with `column`, of the Series
+    form over that column): computed by Spark on the executors (distinct requests, cache hits,
+    input tokens), only the totals come back; nothing is sent."""
+    from foundry_magics.ops.operations import Prompt
+
+    op = Prompt(template, where=_where("estimate"), estimate=True, **options)
+    return _run(sdf, op, column=column, images=images)
 
 
 def classify(sdf: Any, column: str, labels: Sequence[Any], output_col: str = "label", *,
-             template: str | None = None, **options: Any) -> Any:
+             template: str | None = None, parallelism: int | None = None, images: str | None = None,
+             **options: Any) -> Any:
     """One of `labels` per value of `column` (as a string); null when the reply names none of
-    them, with foundry_error saying so. Options as for prompt() (system, model, connection,
-    max_tokens, temperature, concurrency, rpm, tpm, cache, api, parallelism)."""
-    from foundry_magics.frames import ops
+    them, with foundry_error saying so. Options as for prompt()."""
+    from foundry_magics.ops.operations import Classify
 
-    labels = [labels] if isinstance(labels, str) else list(dict.fromkeys(labels))
-    if len(labels) < 2:
-        raise ConfigurationError("classify() needs at least two labels.",
-                                 hint="For example classify('text', ['positive', 'negative', 'neutral']).")
-    if template is None:
-        template = ops.CLASSIFY.replace("{labels}", ops._escape(", ".join(map(str, labels))))
-    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": [str(x) for x in labels]}},
-              "required": ["label"], "additionalProperties": False}
-    return _build(sdf, label=options.pop("_label", "classify"), template=template, column=column,
-                  output_col=output_col, schema=schema, labels=labels, **_options(options))
+    op = Classify(labels, template=template, where=_where("classify"), **options)
+    return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images)
 
 
 def extract(sdf: Any, column: str, fields: Any, output_col: str | None = None, *, template: str | None = None,
-            **options: Any) -> Any:
+            parallelism: int | None = None, images: str | None = None, **options: Any) -> Any:
     """Structured fields from each value of `column` ({"name": str, "age": int} or a JSON Schema):
     a column per field with its Spark type (str -> string, int -> long, float -> double,
     bool -> boolean, a list of labels -> string, list[str] -> array<string>, a nested dict -> its
     JSON text). Without `output_col` the columns are named by the fields, with it OUT_field.
     Options as for prompt()."""
-    from foundry_magics.frames import ops
-    from foundry_magics.rest.schemas import to_json_schema
+    from foundry_magics.ops.operations import Extract
 
-    js = to_json_schema(fields)
-    if template is None:
-        template = ops.EXTRACT.replace("{fields}", ops._escape(", ".join((js.get("properties") or {}).keys())))
-    return _build(sdf, label="extract", template=template, column=column, output_col=output_col, schema=js,
-                  **_options(options))
+    op = Extract(fields, template=template, where=_where("extract"), **options)
+    return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images)
 
 
-def embed(sdf: Any, column: str, output_col: str = "vector", *, model: str | None = None,
-          dimensions: int | None = None, connection: Any = None, cache: bool = True,
-          concurrency: int | None = None, parallelism: int | None = None) -> Any:
+def embed(sdf: Any, column: str, output_col: str = "vector", *, parallelism: int | None = None,
+          **options: Any) -> Any:
     """A vector per value of `column` -> array<float> (null where the value is missing),
-    up to 2,048 texts per request."""
-    return _build(sdf, label="embed", template="{}", column=column, output_col=output_col, embed=True,
-                  model=model, dimensions=dimensions, connection=connection, cache=cache,
-                  concurrency=concurrency, parallelism=parallelism)
+    up to 2,048 texts per request. Options: model, dimensions, connection, cache, concurrency,
+    progress, batch, wait, poll_interval, estimate."""
+    from foundry_magics.ops.operations import Embed
+
+    op = Embed(where=_where("embed"), **options)
+    return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism)
 
 
-def summarize(sdf: Any, column: str, output_col: str = "summary", **options: Any) -> Any:
+def summarize(sdf: Any, column: str, output_col: str = "summary", *, parallelism: int | None = None,
+              **options: Any) -> Any:
     """A one- or two-sentence summary of each value of `column`. Options as for prompt()."""
-    from foundry_magics.frames import ops
+    from foundry_magics.ops.operations import Summarize
 
-    return _build(sdf, label="summarize", template=ops.SUMMARIZE, column=column, output_col=output_col,
-                  **_options(options))
+    op = Summarize(where=_where("summarize"), **options)
+    return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism)
 
 
-def translate(sdf: Any, column: str, lang: str, output_col: str = "translation", **options: Any) -> Any:
+def translate(sdf: Any, column: str, lang: str, output_col: str = "translation", *, parallelism: int | None = None,
+              **options: Any) -> Any:
     """Each value of `column` translated into `lang`. Options as for prompt()."""
-    from foundry_magics.frames import ops
+    from foundry_magics.ops.operations import Translate
 
-    if not isinstance(lang, str) or not lang.strip():
-        raise ConfigurationError("translate() needs a language, e.g. translate('text', 'French').")
-    return _build(sdf, label="translate", template=ops.TRANSLATE.replace("{lang}", ops._escape(lang.strip())),
-                  column=column, output_col=output_col, **_options(options))
+    op = Translate(lang, where=_where("translate"), **options)
+    return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism)
 
 
-def sentiment(sdf: Any, column: str, output_col: str = "sentiment", **options: Any) -> Any:
+def sentiment(sdf: Any, column: str, output_col: str = "sentiment", *, parallelism: int | None = None,
+              **options: Any) -> Any:
     """positive / negative / neutral per value of `column` (null when unclassifiable). Options as for prompt()."""
-    from foundry_magics.frames import ops
+    from foundry_magics.ops.operations import Sentiment
 
-    return classify(sdf, column, list(ops.SENTIMENT_LABELS), output_col=output_col, template=ops.SENTIMENT,
-                    _label="sentiment", **options)
-
-
-_OPTIONS = ("system", "model", "connection", "max_tokens", "temperature", "concurrency", "rpm", "tpm", "cache",
-            "api", "parallelism")
-
-
-def _options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise ConfigurationError(f"Unknown option(s): {', '.join(unknown)}.",
-                                 hint=f"Options: {', '.join(_OPTIONS)}.")
-    return dict(options)
+    op = Sentiment(where=_where("sentiment"), **options)
+    return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism)
 
 
 # ====================================================================== sdf.foundry
@@ -186,9 +200,10 @@ class FoundrySparkAccessor:
     summarize = _method(summarize)
     translate = _method(translate)
     sentiment = _method(sentiment)
+    estimate = _method(estimate)
 
     def __repr__(self) -> str:
-        return "<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment>"
+        return "<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate>"
 
 
 class _AccessorProperty:

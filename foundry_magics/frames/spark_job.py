@@ -5,16 +5,19 @@ Nothing here starts a job: `build()` returns `sdf.mapInArrow(task, schema)`, a l
 DataFrame. What is checked first, so that a mistake is one readable error on the driver and
 never a failed job:
 
-* the template's columns against the Spark schema (the same rules and messages as pandas);
+* the options: checked when the core operation (`ops.operations`) was made from the user's
+  arguments, as on every front-end;
+* the template's columns against the Spark schema (the operation plans no rows: the same
+  rules and messages as pandas);
 * the request itself (model, schema, options), built once without a key;
 * the key: executors read it from the variable the connection names (or use Entra ID there);
   a key that exists only in this process's memory is refused, with the fix;
 * the output columns (no clash with an input column).
 
-Why `mapInArrow` and not `mapInPandas`: the task needs pandas only for the few columns the
-template reads; every other column goes back to Spark as the very Arrow buffers it came in,
-so no type (decimals, timestamps with time zones, structs, maps, binary) is converted on the
-way, and pandas 3 with PySpark's pandas conversions is not on the path at all.
+Why `mapInArrow` and not `mapInPandas`: the task plans the Arrow columns the template reads
+as they are; every other column goes back to Spark as the very Arrow buffers it came in, so
+no type (decimals, timestamps with time zones, structs, maps, binary) is converted on the
+way, and pandas is not on the path at all.
 """
 
 from __future__ import annotations
@@ -25,13 +28,12 @@ import re
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
-from foundry_magics.defaults import CONCURRENCY, EMBED_CONCURRENCY
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.frames.spark_task import ERROR_COL, SCALARS, Output, PartitionTask, TaskSpec
 
-__all__ = ["build", "spark_type", "field_kind", "Cluster"]
+__all__ = ["build", "prepare", "shipped", "spark_type", "field_kind", "Cluster"]
 
 log = logging.getLogger("foundry_magics")
 
@@ -124,121 +126,142 @@ def spark_type(kind: str) -> Any:
 # ====================================================================== building the job
 
 
-def build(sdf: Any, *, label: str, template: str, column: str | None = None, output_col: str | None = None,
-          schema: Any = None, labels: Sequence[Any] | None = None, embed: bool = False,
-          system: str | None = None, model: str | None = None, connection: Any = None,
-          max_tokens: int | None = None, temperature: float | None = None, api: str | None = None,
-          concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-          cache: bool = True, parallelism: int | None = None, dimensions: int | None = None) -> Any:
-    """The lazy DataFrame: input columns, result column(s), foundry_error (see frames.spark)."""
-    from foundry_magics import engine
-    from foundry_magics.connections.session import connection_for
-    from foundry_magics.rest.schemas import to_json_schema
+def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None = None,
+          parallelism: int | None = None, images: str | None = None) -> Any:
+    """The lazy DataFrame of `op` (an `ops.operations.Operation`, its options checked when it was
+    made): input columns, result column(s), foundry_error (see frames.spark)."""
+    from pyspark.sql.types import StructType
 
-    _check_frame(sdf)
-    if concurrency is None:  # embeddings: few requests of up to 2,048 texts each, as with pandas
-        concurrency = EMBED_CONCURRENCY if embed else CONCURRENCY
-    _check_number("concurrency", concurrency, integer=True)
-    _check_number("rpm", rpm)
-    _check_number("tpm", tpm)
-    _check_number("parallelism", parallelism, integer=True)
-    if not isinstance(cache, bool):
-        raise ConfigurationError(f"cache must be True or False, got {cache!r}.")
-    columns = list(sdf.columns)
-    used = _check_template(template, column, columns)
-
-    conn = connection_for(connection)
-    request = None
-    js = None
-    if not embed:
-        op = api or getattr(conn, "api", None) or "chat"
-        if op not in ("chat", "responses"):
-            raise ConfigurationError(f"Unknown API {op!r}.", hint="Use api='chat' or api='responses'.")
-        js = to_json_schema(schema) if schema is not None else None
-        request = engine.RequestSpec(op=op, system=system, model=model, schema=js, temperature=temperature,
-                                     max_tokens=max_tokens)
-    _probe(conn, request, model, dimensions)
-    outputs = _outputs(output_col, js, label, embed, labels is not None)
+    _checked = prepare(sdf, op, column=column, parallelism=parallelism, images=images)
+    conn, cluster, used = _checked
+    outputs = _outputs(output_col, op)
     merge = _check_output_names(outputs, sdf)
-
-    cluster = Cluster.of(sdf.sparkSession)
-    _check_key(conn, cluster)
-    _check_reachable(conn, cluster)
-    slots = parallelism or cluster.parallelism
-    if (rpm or tpm) and not slots:
-        raise ConfigurationError(
-            "rpm/tpm are for the whole job, but this Spark session does not say how many tasks run at once.",
-            hint="Pass parallelism=N (the number of tasks that run at the same time, e.g. the executors' cores).")
     spec = TaskSpec(
-        job=uuid.uuid4().hex, label=label, connection=conn.to_dict(), connection_name=conn.name,
-        template=template, column=column, columns=tuple(used), outputs=tuple(outputs), request=request,
-        labels=tuple(str(x) for x in labels) if labels is not None else None,
-        embed_model=model if embed else None, dimensions=dimensions, concurrency=int(concurrency),
-        rpm=rpm / slots if rpm else None, tpm=tpm / slots if tpm else None, cache=cache,
-        home=_cache_home(cluster), merge_error=merge,
-        error_prefix=(outputs[0].name if len(outputs) == 1 else label) if merge else None,
+        job=uuid.uuid4().hex, label=op.kind, connection=conn.to_dict(), connection_name=conn.name,
+        op=shipped(op, online=True, slots=_slots(op, cluster, parallelism)), column=column, columns=tuple(used),
+        outputs=tuple(outputs), images=images, home=_cache_home(cluster), merge_error=merge,
+        error_prefix=(outputs[0].name if len(outputs) == 1 else op.kind) if merge else None,
+        usage=_usage_accumulator(sdf, op, conn),
     )
+    schema: StructType = _output_schema(sdf, outputs, merge)
     with warnings.catch_warnings():
         # PySpark warns about pandas >= 3 when any pandas/Arrow UDF is made; this one converts
         # nothing with PySpark's pandas code (Arrow in, Arrow out), so the warning is not ours to show.
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-        return sdf.mapInArrow(PartitionTask(spec), _output_schema(sdf, outputs, merge))
+        return sdf.mapInArrow(PartitionTask(spec), schema)
+
+
+def prepare(sdf: Any, op: Any, *, column: str | None, parallelism: int | None = None,
+            images: str | None = None) -> tuple[Any, Cluster, list[str]]:
+    """Every check of a Spark run before its job: the frame, the template's columns (the same
+    rules and messages as pandas: `Operation.plan` over no rows), one request built without a
+    key, the key, the endpoint. Returns (connection, cluster, the columns the template reads)."""
+    from foundry_magics.ops.options import check_value
+
+    _check_frame(sdf)
+    check_value("parallelism", parallelism)
+    columns = list(sdf.columns)
+    used = _check_template(op, column, columns)
+    if images is not None and (not isinstance(images, str) or images not in columns):
+        shown = ", ".join(repr(c) for c in columns[:20])
+        raise ConfigurationError(f"images={images!r} is not a column of the Spark DataFrame.",
+                                 hint=f"Columns: {shown}. Pass images='column' holding paths, URLs or bytes.")
+    conn = op.connection()
+    _probe(conn, op)
+    cluster = Cluster.of(sdf.sparkSession)
+    _check_key(conn, cluster)
+    _check_reachable(conn, cluster)
+    return conn, cluster, used
+
+
+def _slots(op: Any, cluster: Cluster, parallelism: int | None) -> int | None:
+    slots = parallelism or cluster.parallelism
+    if (op.options.get("rpm") or op.options.get("tpm")) and not slots:
+        raise ConfigurationError(
+            "rpm/tpm are for the whole job, but this Spark session does not say how many tasks run at once.",
+            hint="Pass parallelism=N (the number of tasks that run at the same time, e.g. the executors' cores).")
+    return slots
+
+
+_NOT_SHIPPED = ("connection", "progress", "batch", "wait", "poll_interval", "estimate")
+
+
+def shipped(op: Any, *, online: bool, slots: int | None = None) -> Any:
+    """A copy of `op` to pickle for the executors: no connection object (the task carries
+    `Connection.to_dict()`), no display, no mode (executors run online or count);
+    rpm / tpm as each task's share of the job's budget."""
+    import copy
+
+    out = copy.copy(op)
+    o = {k: v for k, v in op.options.items() if k not in _NOT_SHIPPED}
+    for name in ("rpm", "tpm"):
+        if o.get(name) and slots:
+            o[name] = o[name] / slots
+    if online and getattr(op, "kind", None) == "embed" and o.get("concurrency") is None:
+        from foundry_magics.defaults import EMBED_CONCURRENCY
+
+        o["concurrency"] = EMBED_CONCURRENCY
+    out.options = o
+    return out
+
+
+def _usage_accumulator(sdf: Any, op: Any, conn: Any) -> Any:
+    from foundry_magics.frames.spark_usage import accumulator
+
+    return accumulator(sdf.sparkSession)
 
 
 def _check_frame(sdf: Any) -> None:
     cls = type(sdf)
     if not (cls.__module__.startswith("pyspark.sql") and hasattr(sdf, "mapInArrow")):
         raise ConfigurationError(f"Expected a Spark DataFrame, got {cls.__name__}.",
-                                 hint="For pandas use df.foundry.* (or frames.ops); for Spark, sdf.foundry.*.")
+                                 hint="For pandas use df.foundry.*; for Spark, sdf.foundry.*.")
 
 
-def _check_number(name: str, value: Any, integer: bool = False) -> None:
-    if value is None:
-        return
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0
-    if integer and not bad and int(value) != value:
-        bad = True
-    if bad:
-        raise ConfigurationError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}.",
-                                 hint=f"Pass {name}=N with N > 0, or leave it out.")
+def _check_template(op: Any, column: str | None, columns: list[str]) -> list[str]:
+    """The columns the template reads; a missing one is the same error as with pandas
+    (`Operation.plan` over no rows)."""
+    import pyarrow as pa
 
+    from foundry_magics.ops.operations import Rows
 
-def _check_template(template: str, column: str | None, columns: list[str]) -> list[str]:
-    """The columns the template reads; a missing one is the same error as with pandas."""
-    import pandas as pd
-
-    from foundry_magics.frames import ops
-
+    empty = pa.array([], type=pa.string())
     if column is not None:
         if not isinstance(column, str) or column not in columns:
             shown = ", ".join(repr(c) for c in columns[:20]) + (" ..." if len(columns) > 20 else "")
             raise ConfigurationError(f"There is no column {column!r} in the Spark DataFrame.",
                                      hint=f"Columns: {shown}.")
-        ops._plan(pd.Series([], dtype=object, name=column), template, None)
+        op.plan(Rows(names=[column], n=0, column=lambda _k: empty, series=True, series_name=column))
         return [column]
-    ops._plan(pd.DataFrame(columns=columns), template, None)
-    return list(ops.parse_template(template).names)
+    plan = op.plan(Rows(names=columns, n=0, column=lambda _k: empty))
+    return list(dict.fromkeys(plan.fields.values()))
 
 
-def _probe(conn: Any, request: Any, model: str | None, dimensions: int | None) -> None:
+def _probe(conn: Any, op: Any) -> None:
     """Build one request, without a key (the key is the executors'): model, schema, options."""
     from foundry_magics.rest.base import BaseClient
 
     keyless = BaseClient(conn.replace(auth="none", api_key=None))
-    if request is None:
-        keyless.build_embed(["probe"], model, dimensions)
+    o = op.options
+    if op.kind == "embed":
+        keyless.build_embed(["probe"], o.get("model"), o.get("dimensions"))
     else:
+        request = op.request_spec(conn)
         keyless.build(request.op, "probe", **request.options())
 
 
-def _outputs(output_col: str | None, js: Any, label: str, embed: bool, classify: bool) -> list[Output]:
+def _outputs(output_col: str | None, op: Any) -> list[Output]:
+    """The result columns of `op`: one (text, label, vector), or one per schema field."""
+    from foundry_magics.rest.schemas import to_json_schema
+
     if output_col is not None and (not isinstance(output_col, str) or not output_col.strip()):
-        raise ConfigurationError(f"output_col must be a column name, got {output_col!r}.")
-    if embed:
+        raise ConfigurationError(f"output_col must be a column name, got {output_col!r}.",
+                                 hint='For example output_col="summary".')
+    if op.output == "vector":
         return [Output(output_col or "vector", "vector")]
-    if js is None or classify:
-        return [Output(output_col or _DEFAULT_OUT.get(label, "reply"), "string")]
-    props = js.get("properties") or {}
+    if op.output in ("text", "label"):
+        return [Output(output_col or _DEFAULT_OUT.get(op.kind, "reply"), "string")]
+    props = to_json_schema(op.schema).get("properties") or {}
     if not props:
         raise ConfigurationError("The schema has no fields.", hint='Give at least one field, e.g. {"label": str}.')
     out = []

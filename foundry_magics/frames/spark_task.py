@@ -1,41 +1,45 @@
-"""What runs on a Spark executor: one Spark task's partition through the same engine as pandas.
+"""What runs on a Spark executor: one Spark task's partition through the operation core.
 
 `PartitionTask` is the function given to `mapInArrow`. It is built on the driver
-(`frames.spark_job`) and pickled by Spark, so everything it holds is in `TaskSpec`: the
-connection as `Connection.to_dict()` (which never holds a key), the request, the template and
-the output columns. Nothing else of the driver travels: no Secret, no client, no session.
+(`frames.spark_job`) and pickled by Spark, so everything it holds is in `TaskSpec`: the core
+`Operation` the driver built from the user's arguments (options checked there, once), with
+its connection replaced by `Connection.to_dict()` (which never holds a key), and the output
+columns. Nothing else of the driver travels: no Secret, no client, no session.
 
 On the executor, for each Arrow batch of the partition:
 
-1. the template's columns are read from the batch (as Python values, so an integer stays
-   `3` and never becomes `3.0`) and planned by `frames.ops` exactly as a pandas frame is:
-   missing values send nothing, identical rows make one request;
-2. `engine.run_batch` (or `embed_texts`) sends the distinct requests: retries, 429 handling,
-   the adaptive limit, this task's share of rpm/tpm, and the cache, so a task that Spark
-   retries does not resend what its first attempt finished;
+1. the batch's columns become the operation's `Rows` as they are (Arrow arrays: no pandas
+   on the way) and `Operation.plan` plans them exactly as a pandas frame is planned: missing
+   values send nothing, identical rows make one request;
+2. `Operation.run` sends the distinct requests online through the engine: retries, 429
+   handling, the adaptive limit, this task's share of rpm/tpm, and the cache, so a task that
+   Spark retries does not resend what its first attempt finished; the operation reads the
+   replies (`Operation.outcome`: labels, JSON fields);
 3. the batch comes back with every input column untouched (Arrow in, Arrow out), then the
-   result columns, then `foundry_error`: null on success, else the reason. No row is dropped.
+   result columns (typed: `coerce`), then `foundry_error`: null on success, else the reason.
+   No row is dropped. The run's usage goes back to the driver (`frames.spark_usage`).
 
 A fatal error (wrong key, unknown deployment, quota block, the first requests all failing)
 fails the task with the engine's own `FoundryError`, whose message the driver turns back into
 that error (`frames.spark_errors`). A retry of that task in the same worker process fails at
 once without sending anything.
 
-pyspark is not imported here except `TaskContext`, inside a function; pandas and pyarrow are
+pyspark is not imported here except `TaskContext`, inside a function; pyarrow and numpy are
 imported on first use.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
 from foundry_magics.defaults import ENV_HOME
 
-__all__ = ["Output", "TaskSpec", "PartitionTask", "ERROR_COL", "arrow_type", "coerce"]
+__all__ = ["Output", "TaskSpec", "PartitionTask", "ERROR_COL", "arrow_type", "coerce", "batch_rows",
+           "missing_reasons", "connection_of"]
 
 ERROR_COL = "foundry_error"
 
@@ -61,21 +65,40 @@ class TaskSpec:
     label: str  # prompt, classify, extract, embed, ...: names the function in the Spark plan
     connection: dict  # Connection.to_dict(): no key, ever
     connection_name: str | None
-    template: str
+    op: Any  # the core Operation (ops.operations), online, without its connection or a display
     column: str | None  # the Series form: the column `{}` stands for
     columns: tuple[str, ...]  # the columns the template reads, in order
-    outputs: tuple[Output, ...]
-    request: Any = None  # engine.RequestSpec (None for embeddings)
-    labels: tuple[str, ...] | None = None  # classify
-    embed_model: str | None = None
-    dimensions: int | None = None
-    concurrency: int = 32
-    rpm: float | None = None  # this task's share
-    tpm: float | None = None
-    cache: bool = True
+    outputs: tuple[Output, ...] = ()
+    images: str | None = None  # the column holding each row's images (paths, URLs, bytes)
     home: str | None = None  # FOUNDRY_MAGICS_HOME for the cache (local masters: the driver's)
     merge_error: bool = False  # the input already has foundry_error (a chained call): keep it
     error_prefix: str | None = None  # chained calls say which call failed
+    usage: Any = None  # a Spark accumulator: each run's usage, for the driver's fm.usage()
+
+
+def connection_of(spec: TaskSpec) -> Any:
+    """The connection, rebuilt on the executor from its dict form (the key, if any, is read
+    there from the variable it names, or Entra ID is used there)."""
+    from foundry_magics.connections.connection import Connection
+
+    return Connection(**spec.connection, name=spec.connection_name, source="spark")
+
+
+def batch_rows(spec: TaskSpec, batch: Any) -> Any:
+    """An Arrow record batch as the operation's input (`ops.Rows`): its columns as they are."""
+    from foundry_magics.ops.operations import VALUE, Rows
+
+    def column(key: Any) -> Any:
+        name = spec.column if key == VALUE else key
+        return batch.column(batch.schema.get_field_index(name))
+
+    images = None
+    if spec.images is not None:
+        images = batch.column(batch.schema.get_field_index(spec.images)).to_pylist()
+    if spec.column is not None:
+        return Rows(names=[spec.column], n=batch.num_rows, column=column, series=True, series_name=spec.column,
+                    images=images)
+    return Rows(names=list(batch.schema.names), n=batch.num_rows, column=column, images=images)
 
 
 # ====================================================================== the task
@@ -88,6 +111,10 @@ class PartitionTask:
         self.spec = spec
         # Spark names the node of the plan after the function (`sdf.explain()` shows it).
         self.__name__ = f"foundry_{spec.label}"
+        self._op: Any = None
+
+    def __getstate__(self) -> dict:
+        return {"spec": self.spec, "__name__": self.__name__, "_op": None}
 
     def __repr__(self) -> str:
         return f"<{self.__name__} over {', '.join(self.spec.columns) or 'no column'}>"
@@ -97,6 +124,17 @@ class PartitionTask:
         for batch in batches:
             yield self.run(batch, stage)
 
+    def operation(self) -> Any:
+        """This task's copy of the operation, with the connection rebuilt here, progress off."""
+        if self._op is None:
+            spec = self.spec
+            if spec.home:
+                os.environ[ENV_HOME] = spec.home  # a Python worker runs one task at a time
+            op = copy.copy(spec.op)
+            op.options = {**spec.op.options, "connection": connection_of(spec), "progress": False}
+            self._op = op
+        return self._op
+
     # -- one Arrow batch -------------------------------------------------------------------
 
     def run(self, batch: Any, stage: Any = None) -> Any:
@@ -104,14 +142,12 @@ class PartitionTask:
 
         spec = self.spec
         _check_memo(spec.job, stage)
-        n = batch.num_rows
-        values = {c: _pylist(batch, c) for c in spec.columns}
-        missing = _missing_reasons(values, spec.columns, n)
-        if any(m is None for m in missing):
-            results, reasons = self._send(values, n, missing, stage)
+        op = self.operation()
+        plan = op.plan(batch_rows(spec, batch))
+        if plan.size:
+            results, reasons = self._send(op, plan, stage)
         else:  # nothing to send: an empty batch, or every row misses a value
-            results = {o.name: [None] * n for o in spec.outputs}
-            reasons = missing
+            results, reasons = self._columns(plan, {}, {})
         arrays, names = [], []
         for i, name in enumerate(batch.schema.names):
             if name == ERROR_COL and spec.merge_error:
@@ -119,7 +155,7 @@ class PartitionTask:
             arrays.append(batch.column(i))
             names.append(name)
         for o in spec.outputs:
-            arrays.append(_to_arrow(results[o.name], o.kind))
+            arrays.append(results[o.name])
             names.append(o.name)
         arrays.append(pa.array(self._error_texts(batch, reasons), type=pa.string()))
         names.append(ERROR_COL)
@@ -134,122 +170,93 @@ class PartitionTask:
         before = batch.column(batch.schema.get_field_index(ERROR_COL)).to_pylist()
         return [a if b is None else (b if a is None else f"{a}; {b}") for a, b in zip(before, reasons)]
 
-    def _send(self, values: dict[str, list], n: int, missing: list[Any],
-              stage: Any) -> tuple[dict[str, list], list[Any]]:
-        """Plan, send, post-process: per-row results by output column, and per-row reasons."""
-        import pandas as pd
-
-        from foundry_magics.frames import ops
-
+    def _send(self, op: Any, plan: Any, stage: Any) -> tuple[dict[str, Any], list[Any]]:
+        """Run the plan online through the operation; per output column an Arrow array, and per-row reasons."""
         spec = self.spec
-        if spec.home:
-            os.environ[ENV_HOME] = spec.home  # a Python worker runs one task at a time
-        if spec.column is not None:
-            obj = pd.Series(values[spec.column], dtype=object, name=spec.column)
-        else:
-            obj = pd.DataFrame({c: pd.Series(values[c], dtype=object) for c in spec.columns},
-                               index=pd.RangeIndex(n))
-        plan = ops._plan(obj, spec.template, None)
-        result = self._engine(plan)
-        if result.error is not None:
-            _remember(spec.job, stage, result.error)
-            raise result.error
-        per_unique, bad = self._outputs(plan, result)
-        errors: list[Any] = [None] * plan.size
-        for i in range(plan.size):
-            reason = result.errors.get(i)
-            if reason is None and result.texts[i] is None:  # defensive: neither a reply nor a reason
-                reason = "no result (the request was not sent)"
-            if i in bad:
-                reason = bad[i] if reason is None else f"{reason}; {bad[i]}"
-            errors[i] = reason
-        rows = {name: plan.spread(vals).tolist() for name, vals in per_unique.items()}
-        row_errors = plan.spread(errors).tolist()
-        reasons = [(missing[r] or "missing value (nothing was sent)") if code < 0 else row_errors[r]
-                   for r, code in enumerate(plan.codes.tolist())]
-        return rows, reasons
+        got: dict[str, Any] = {}
 
-    def _engine(self, plan: Any) -> Any:
-        from foundry_magics import engine
-        from foundry_magics.defaults import EMBED_CONCURRENCY
+        def convert(outcome: Any) -> Any:
+            from foundry_magics.frames.spark_usage import report_usage
 
-        spec = self.spec
-        conn = self._connection()
+            report_usage(spec.usage, outcome.report)
+            error = outcome.result.error
+            if error is not None:
+                _remember(spec.job, stage, error)
+                raise error
+            got["columns"] = self._columns(plan, outcome.values, outcome.errors, outcome.result.texts)
+            return None
+
         try:
-            if spec.request is None:
-                texts = plan.render(range(0, plan.size))
-                return engine.embed_texts(texts, connection=conn, model=spec.embed_model,
-                                          dimensions=spec.dimensions, cache=spec.cache, progress=False,
-                                          concurrency=min(spec.concurrency or EMBED_CONCURRENCY, 4),  # as pandas
-                                          weights=plan.weights, rows=plan.n, na_rows=plan.na_rows,
-                                          label=spec.label)
-            return engine.run_batch(plan.batch(), spec.request, connection=conn, concurrency=spec.concurrency,
-                                    rpm=spec.rpm, tpm=spec.tpm, cache=spec.cache, progress=False, label=spec.label)
+            op.run(plan, convert, label=spec.label)
         except Exception as exc:
-            _executor_key_error(exc, conn)
+            _executor_key_error(exc, op.options.get("connection"))
             raise
+        return got["columns"]
 
-    def _connection(self) -> Any:
-        from foundry_magics.connections.connection import Connection
-
-        return Connection(**self.spec.connection, name=self.spec.connection_name, source="spark")
-
-    def _outputs(self, plan: Any, result: Any) -> tuple[dict[str, list], dict[int, str]]:
-        """Per-distinct values for each output column, and reasons for replies that did not fit."""
-        from foundry_magics.frames import ops
+    def _columns(self, plan: Any, values: dict, errors: dict[int, str],
+                 texts: Sequence[Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+        """Per-distinct values -> a typed Arrow array per output column; per-row reasons."""
+        import pyarrow as pa
 
         spec = self.spec
-        texts = result.texts
-        bad: dict[int, str] = {}
-        if spec.labels is not None:  # classify: the label the reply names
-            out = spec.outputs[0]
-            chosen: list[Any] = [None] * plan.size
+        errors = dict(errors)
+        if texts is not None:
             for i, text in enumerate(texts):
-                if text is None:
-                    continue
-                lab = ops._match_label(text, list(spec.labels))
-                if lab is ops._MISSING:
-                    bad[i] = f"the reply is none of the labels: {text[:80]!r}"
-                else:
-                    chosen[i] = str(lab)
-            return {out.name: chosen}, bad
-        fields = [o for o in spec.outputs if o.field is not None]
-        if not fields:  # the reply itself (text, or a vector)
-            return {spec.outputs[0].name: list(texts)}, bad
-        cols, bad = ops._json_fields(plan, result, spec.request.schema)
-        per_unique: dict[str, list] = {}
-        for o in fields:
-            raw = cols.get(o.field) or [None] * plan.size
-            vals: list[Any] = []
-            for i, v in enumerate(raw):
-                if i in bad or v is None:
-                    vals.append(None)
-                    continue
-                value, problem = coerce(v, o.kind)
-                if problem:
-                    note = f"field {o.field!r}: {problem}"
-                    bad[i] = f"{bad[i]}; {note}" if i in bad else note
-                vals.append(value)
-            per_unique[o.name] = vals
-        return per_unique, bad
+                if text is None and i not in errors:  # defensive: neither a reply nor a reason
+                    errors[i] = "no result (the request was not sent)"
+        out: dict[str, Any] = {}
+        for o in spec.outputs:
+            raw = list(values.get(o.field if o.field is not None else None) or [None] * plan.size)
+            if o.kind == "vector":
+                out[o.name] = _vectors(plan.spread(raw).tolist())
+                continue
+            if o.field is not None:
+                typed = []
+                for i, v in enumerate(raw):
+                    value, problem = coerce(v, o.kind)
+                    if problem:
+                        note = f"field {o.field!r}: {problem}"
+                        errors[i] = f"{errors[i]}; {note}" if i in errors else note
+                    typed.append(value)
+                raw = typed
+            elif o.kind == "string":
+                raw = [None if v is None else str(v) for v in raw]  # labels as given (numbers too)
+            out[o.name] = plan.spread_arrow(pa.array(raw, type=arrow_type(o.kind)))
+        per_row = plan.spread([errors.get(i) for i in range(plan.size)])
+        missing = None
+        reasons: list[Any] = per_row.tolist()
+        for r in (plan.codes < 0).nonzero()[0].tolist():
+            reason = plan.skipped.get(r)
+            if reason is None:
+                if missing is None:
+                    missing = missing_reasons(plan, spec.columns)
+                reason = missing[r] or "missing value (nothing was sent)"
+            reasons[r] = reason
+        return out, reasons
 
 
 # ====================================================================== values
 
 
-def _pylist(batch: Any, column: str) -> list[Any]:
-    return batch.column(batch.schema.get_field_index(column)).to_pylist()
+def missing_reasons(plan: Any, columns: Sequence[str]) -> list[Any]:
+    """Per row: "missing value in column 'x'" for the first column the template reads that is
+    null (or NaN) there, else None."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
+    from foundry_magics.ops.operations import VALUE
 
-def _missing_reasons(values: dict[str, list], columns: Sequence[str], n: int) -> list[Any]:
-    """Per row: "missing value in column 'x'" for the first used column that is null, else None."""
-    out: list[Any] = [None] * n
-    for c in reversed(columns):  # the first column in template order wins
-        reason = f"missing value in column {c!r} (nothing was sent)"
-        for r, v in enumerate(values[c]):
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                out[r] = reason
-    return out
+    first = np.full(plan.n, -1, dtype=np.int64)
+    keys = {c: (VALUE if plan.series_col is not None or VALUE in plan.columns else c) for c in columns}
+    for i in range(len(columns) - 1, -1, -1):  # the first column in template order wins
+        arr = plan.columns.get(keys[columns[i]], plan.columns.get(columns[i]))
+        if arr is None:
+            continue
+        mask = pc.is_null(arr, nan_is_null=True) if pa.types.is_floating(arr.type) else pc.is_null(arr)
+        first[mask.to_numpy(zero_copy_only=False)] = i
+    texts = [f"missing value in column {c!r} (nothing was sent)" for c in columns]
+    return [None if k < 0 else texts[k] for k in first.tolist()]
 
 
 def arrow_type(kind: str) -> Any:
@@ -259,14 +266,6 @@ def arrow_type(kind: str) -> Any:
         return pa.list_(arrow_type(kind[6:-1]))
     return {"string": pa.string(), "long": pa.int64(), "double": pa.float64(), "boolean": pa.bool_(),
             "json": pa.string(), "vector": pa.list_(pa.float32()), "float": pa.float32()}[kind]
-
-
-def _to_arrow(values: list[Any], kind: str) -> Any:
-    import pyarrow as pa
-
-    if kind == "vector":
-        return _vectors(values)
-    return pa.array(values, type=arrow_type(kind))
 
 
 def _vectors(values: list[Any]) -> Any:
@@ -413,7 +412,7 @@ def _executor_key_error(exc: BaseException, conn: Any) -> None:
     """A key variable missing on the executor: say so in Spark's terms (and raise that)."""
     from foundry_magics.errors import MissingKeyError
 
-    if not isinstance(exc, MissingKeyError) or not conn.api_key_env:
+    if not isinstance(exc, MissingKeyError) or conn is None or not getattr(conn, "api_key_env", None):
         return
     var = conn.api_key_env
     raise MissingKeyError(

@@ -167,6 +167,11 @@ class Operation:
     def request_schema(self) -> Any:
         return self.schema
 
+    def apply_cap(self, plan: Plan, conn: Any) -> None:
+        """Give `plan` the operation's default output cap (what `run` does first); for front-ends
+        that run a plan's requests themselves (Spark's estimate on the executors)."""
+        self._apply_cap(plan, conn)
+
     def _apply_cap(self, plan: Plan, conn: Any) -> None:
         """The operation's default output cap, unless the caller gave max_tokens (None included)."""
         cap = self.default_cap

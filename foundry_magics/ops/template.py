@@ -24,6 +24,9 @@ class _Marker:
     def __repr__(self) -> str:
         return self.name
 
+    def __reduce__(self) -> str:
+        return self.name  # pickled by name: a template shipped to Spark executors keeps `SERIES` itself
+
 
 SERIES = _Marker("SERIES")  # the `{}` field
 MISSING = _Marker("MISSING")  # "no such thing": a name that is no column, a reply that is no label

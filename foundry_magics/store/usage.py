@@ -101,6 +101,26 @@ class SessionUsage:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._sources: list[Any] = []
+
+    def add_source(self, source: Any) -> None:
+        """`source(self)` is called before usage is read (and before a reset): it adds what
+        arrived since (runs reported from elsewhere, e.g. Spark tasks through an accumulator)."""
+        with self._lock:
+            if source not in self._sources:
+                self._sources.append(source)
+
+    def collect(self) -> None:
+        """Fold in what the sources hold now."""
+        with self._lock:
+            sources = list(self._sources)
+        for source in sources:
+            try:
+                source(self)
+            except Exception:  # noqa: BLE001 - counting must never break reading
+                import logging
+
+                logging.getLogger("foundry_magics").debug("usage: a source failed", exc_info=True)
 
     def add(self, rec: Any) -> None:
         """One call (a `rest.base.CallRecord`)."""
@@ -123,6 +143,7 @@ class SessionUsage:
         when any is)."""
         from foundry_magics.store.prices import get_prices
 
+        self.collect()
         prices = get_prices()
         with self._lock:
             items: Iterable[tuple[tuple[str, str], _Tally]] = [(k, _copy(t)) for k, t in self.by_model.items()]
@@ -142,6 +163,7 @@ class SessionUsage:
         return out
 
     def reset(self) -> None:
+        self.collect()  # what arrived before the reset is not counted after it
         with self._lock:
             self.total = _Tally()
             self.by_model.clear()

@@ -278,9 +278,34 @@ def test_a_missing_template_column_is_refused_before_the_job(spark, emu):
     for bad in (dict(concurrency=0), dict(rpm=-1), dict(tpm="x"), dict(parallelism=1.5)):
         with pytest.raises(ConfigurationError):
             sdf.foundry.prompt("Summarize {text}", connection=conn, **bad)
-    with pytest.raises(ConfigurationError, match="Unknown option"):
-        sdf.foundry.summarize("text", connection=conn, progress=False)
+    with pytest.raises(ConfigurationError, match="unknown option progres=") as err:
+        sdf.foundry.summarize("text", connection=conn, progres=False)
+    assert "Did you mean progress=?" in str(err.value)
     assert requests_sent(emu) == 0
+
+
+def test_a_bad_option_is_the_same_configuration_error_as_with_pandas_before_any_job(spark, emu):
+    import pandas as pd
+
+    conn = connection(emu)
+    sdf = reviews(spark)
+    pdf = pd.DataFrame({"text": ["a"], "n": [1]})
+    cases = [dict(temperature="hot"), dict(temperature=9), dict(max_tokens="lots"), dict(concurrency=0),
+             dict(rpm=-1), dict(tpm="x"), dict(cache="yes"), dict(wait=False), dict(modle="gpt-4o")]
+    for bad in cases:
+        with pytest.raises(ConfigurationError) as ours:
+            sdf.foundry.prompt("Summarize {text}", connection=conn, **bad)
+        with pytest.raises(ConfigurationError) as theirs:
+            pdf.foundry.prompt("Summarize {text}", connection=conn, progress=False, **bad)
+        norm = lambda e: str(e.value).replace("sdf.foundry.", "").replace("df.foundry.", "")  # noqa: E731
+        assert norm(ours) == norm(theirs), bad
+    with pytest.raises(ConfigurationError, match="parallelism must be a positive whole number"):
+        sdf.foundry.prompt("Summarize {text}", connection=conn, parallelism=1.5)
+    assert "did you mean" in str(pytest.raises(ConfigurationError, sdf.foundry.classify, "text", ["a", "b"],
+                                                connection=conn, temprature=0.1).value).lower()
+    sdf.foundry.summarize("text", connection=conn, progress=False)  # every front-end takes progress=
+    assert requests_sent(emu) == 0
+    assert spark.session.sparkContext.statusTracker().getActiveJobsIds() == []
 
 
 # ====================================================================== typed results
@@ -340,10 +365,11 @@ def test_schema_extract_classify_embed_have_spark_types_and_the_pandas_values(sp
             assert got[n]["vector"] == pytest.approx(list(want[i]), rel=1e-6)
 
 
-def test_unmatched_label_and_unparseable_field_are_row_errors(spark, emu):
+def test_unmatched_label_and_unparseable_field_are_row_errors(monkeypatch):
     import pyarrow as pa
 
     from foundry_magics import engine
+    from foundry_magics.ops import operations as ops
     from foundry_magics.frames import spark_task
     from foundry_magics.frames.spark_task import coerce
 
@@ -353,32 +379,28 @@ def test_unmatched_label_and_unparseable_field_are_row_errors(spark, emu):
     assert coerce({"a": 1}, "json") == ('{"a": 1}', None)
 
     # The emulator always answers a label from the enum, so the replies are made up here.
-    def fake_engine(self, plan):
+    def fake_online(self, plan, conn, label):
         texts = ["alpha", "I would rather not say", '{"name": "Ann", "age": "old"}']
         report = engine.RunReport(rows=plan.n)
         return engine.BatchResult(texts[: plan.size], {}, report)
 
     batch = pa.RecordBatch.from_pydict({"text": ["a", "b", "c"]})
-    common = dict(job="j", connection={}, connection_name=None, column="text", columns=("text",))
+    conn = Connection.from_url("http://127.0.0.1:9/openai/v1", kind="emulator", auth="none", model=MODEL)
+    common = dict(job="j", connection=conn.to_dict(), connection_name=None, column="text", columns=("text",))
     labels = spark_task.PartitionTask(spark_task.TaskSpec(
-        label="classify", template="{}", outputs=(spark_task.Output("label", "string"),),
-        labels=("alpha", "beta"), **common))
+        label="classify", op=ops.Classify(["alpha", "beta"]), outputs=(spark_task.Output("label", "string"),),
+        **common))
     fields = spark_task.PartitionTask(spark_task.TaskSpec(
-        label="extract", template="{}", outputs=(spark_task.Output("name", "string", "name"),
-                                                 spark_task.Output("age", "long", "age")),
-        request=engine.RequestSpec(schema={"name": str, "age": int}), **common))
-    orig = spark_task.PartitionTask._engine
-    spark_task.PartitionTask._engine = fake_engine
-    try:
-        got = labels.run(batch).to_pydict()
-        assert got["label"][:2] == ["alpha", None]
-        assert got["foundry_error"][1].startswith("the reply is none of the labels: 'I would rather not say'")
-        got = fields.run(batch).to_pydict()
-        assert got["name"][2] == "Ann" and got["age"][2] is None
-        assert got["foundry_error"][2] == "field 'age': expected an integer, got 'old'"
-        assert got["foundry_error"][0].startswith("the reply is not a JSON object")
-    finally:
-        spark_task.PartitionTask._engine = orig
+        label="extract", op=ops.Extract({"name": str, "age": int}),
+        outputs=(spark_task.Output("name", "string", "name"), spark_task.Output("age", "long", "age")), **common))
+    monkeypatch.setattr(ops.Operation, "_online", fake_online)
+    got = labels.run(batch).to_pydict()
+    assert got["label"][:2] == ["alpha", None]
+    assert got["foundry_error"][1].startswith("the reply is none of the labels: 'I would rather not say'")
+    got = fields.run(batch).to_pydict()
+    assert got["name"][2] == "Ann" and got["age"][2] is None
+    assert got["foundry_error"][2] == "field 'age': expected an integer, got 'old'"
+    assert got["foundry_error"][0].startswith("the reply is not a JSON object")
 
 
 def test_chained_calls_keep_one_error_column(spark, emu):
@@ -401,9 +423,10 @@ def test_rpm_and_tpm_are_shared_out_across_the_tasks_that_run_at_once(spark, emu
     sdf = reviews(spark)
     task = shipped_task(sdf.foundry.prompt("Summarize {text}", connection=conn, rpm=600, tpm=60_000,
                                            concurrency=8))
-    assert (task.spec.rpm, task.spec.tpm, task.spec.concurrency) == (300, 30_000, 8)  # defaultParallelism 2
+    o = task.spec.op.options
+    assert (o["rpm"], o["tpm"], o["concurrency"]) == (300, 30_000, 8)  # defaultParallelism 2
     task = shipped_task(sdf.foundry.prompt("Summarize {text}", connection=conn, rpm=600, parallelism=4))
-    assert task.spec.rpm == 150 and task.spec.concurrency == 32
+    assert task.spec.op.options["rpm"] == 150 and task.spec.op.options.get("concurrency") is None  # the engine's 32
 
 
 def test_rate_limited_service_loses_no_row(spark):
@@ -628,14 +651,14 @@ def test_a_key_variable_missing_on_an_executor_is_one_readable_error(fm_home):
     """On a cluster the driver cannot always tell; then the executor says it, in Spark's terms."""
     import pyarrow as pa
 
-    from foundry_magics import engine
     from foundry_magics.errors import MissingKeyError
     from foundry_magics.frames.spark_task import Output, PartitionTask, TaskSpec
+    from foundry_magics.ops.operations import Prompt
 
     conn = Connection.from_url("https://r.openai.azure.com/openai/v1", model=MODEL, api_key_env="FOUNDRY_SPARK_NOWHERE")
     task = PartitionTask(TaskSpec(job="j", label="prompt", connection=conn.to_dict(), connection_name=None,
-                                  template="Summarize {text}", column=None, columns=("text",),
-                                  outputs=(Output("reply", "string"),), request=engine.RequestSpec()))
+                                  op=Prompt("Summarize {text}"), column=None, columns=("text",),
+                                  outputs=(Output("reply", "string"),)))
     with pytest.raises(MissingKeyError) as err:
         task.run(pa.RecordBatch.from_pydict({"text": ["a"]}))
     assert "on the Spark executor" in str(err.value) and "spark.executorEnv.FOUNDRY_SPARK_NOWHERE" in str(err.value)
@@ -648,11 +671,13 @@ def test_a_task_of_a_stage_that_met_a_fatal_error_fails_at_once(monkeypatch):
     from foundry_magics.errors import AuthError
     from foundry_magics.frames import spark_task
 
-    spec = spark_task.TaskSpec(job=os.urandom(8).hex(), label="prompt", connection={}, connection_name=None,
-                               template="{text}", column=None, columns=("text",),
+    from foundry_magics.ops.operations import Prompt
+
+    spec = spark_task.TaskSpec(job=os.urandom(8).hex(), label="prompt", connection={"endpoint": "http://127.0.0.1:9"},
+                               connection_name=None, op=Prompt("{text}"), column=None, columns=("text",),
                                outputs=(spark_task.Output("reply", "string"),))
     task = spark_task.PartitionTask(spec)
-    monkeypatch.setattr(spark_task.PartitionTask, "_engine", lambda self, plan: pytest.fail("sent a request"))
+    monkeypatch.setattr(spark_task.PartitionTask, "_send", lambda *a: pytest.fail("sent a request"))
     spark_task._remember(spec.job, 7, AuthError("Access denied.", status=401, hint="Check the key."))
     try:
         with pytest.raises(AuthError) as err:
@@ -681,3 +706,110 @@ def test_field_kinds():
         "a": "string", "b": "long", "c": "double", "d": "boolean", "e": "string", "f": "array<string>",
         "g": "json", "i": "array<long>"}
     assert field_kind({"type": ["integer", "null"]}) == "long"
+
+
+# ====================================================================== estimate
+
+
+def _same_estimate(ours, theirs):
+    keys = ("rows", "na_rows", "distinct", "cached", "to_send", "input_tokens", "output_cap", "output_cap_min",
+            "max_output_tokens", "images", "model", "operation", "batch", "input_cost", "max_cost")
+    assert {k: getattr(ours, k) for k in keys} == {k: getattr(theirs, k) for k in keys}
+
+
+def test_estimate_is_the_pandas_estimate_counted_by_spark_and_sends_nothing(spark, emu):
+    import pandas as pd
+
+    conn = connection(emu)
+    rows = [(f"review {i % 7}: the lid is loose", i) for i in range(40)] + [(None, 99)]
+    sdf = reviews(spark, rows, partitions=3)  # duplicates across partitions count once
+    pdf = pd.DataFrame(rows, columns=["text", "n"])
+    est = sdf.foundry.estimate("Summarize: {text}", connection=conn, max_tokens=50)
+    assert isinstance(est, fm.Estimate) and requests_sent(emu) == 0
+    assert (est.rows, est.na_rows, est.distinct, est.cached, est.to_send) == (41, 1, 7, 0, 7)
+    _same_estimate(est, pdf.foundry.estimate("Summarize: {text}", connection=conn, max_tokens=50))
+    assert "counted by Spark" in " ".join(est.notes)
+
+    sdf.foundry.prompt("Summarize: {text}", connection=conn, max_tokens=50).limit(1).collect()  # caches a few
+    sdf.foundry.prompt("Summarize: {text}", connection=conn, max_tokens=50).collect()
+    sent = requests_sent(emu)
+    again = sdf.foundry.prompt("Summarize: {text}", connection=conn, max_tokens=50, estimate=True)
+    assert (again.cached, again.to_send) == (7, 0) and requests_sent(emu) == sent
+
+    # every operation takes estimate=True: default caps, labels, the Batch API price, embeddings
+    for spark_est, pandas_est in [
+        (sdf.foundry.summarize("text", connection=conn, estimate=True),
+         pdf["text"].foundry.summarize(connection=conn, estimate=True)),
+        (sdf.foundry.classify("text", ["good", "bad"], connection=conn, estimate=True, batch=True),
+         pdf["text"].foundry.classify(["good", "bad"], connection=conn, estimate=True, batch=True)),
+        (sdf.foundry.embed("text", connection=conn, estimate=True),
+         pdf["text"].foundry.embed(connection=conn, estimate=True)),
+    ]:
+        _same_estimate(spark_est, pandas_est)
+    assert requests_sent(emu) == sent
+    with pytest.raises(ConfigurationError, match="temperature"):
+        sdf.foundry.estimate("Summarize: {text}", connection=conn, temperature="hot")
+    with pytest.raises(ConfigurationError, match="does not run on Spark DataFrames yet"):
+        sdf.foundry.prompt("Summarize: {text}", connection=conn, batch=True)
+
+
+# ====================================================================== usage
+
+
+def test_spark_runs_count_in_fm_usage_once_the_action_ran(spark, emu):
+    from foundry_magics.store.usage import session_usage
+
+    conn = connection(emu)
+    session_usage().reset()
+    rows = [(f"usage row {i}", i) for i in range(30)]
+    out = reviews(spark, rows, partitions=3).foundry.prompt("Summarize: {text}", connection=conn)
+    assert fm.usage()["requests"].sum() == 0  # lazy: nothing ran yet
+    out.collect()
+    u = fm.usage()
+    assert u["requests"].sum() == requests_sent(emu) == 30
+    assert u["rows"].sum() == 30 and u["input_tokens"].sum() > 0 and u["output_tokens"].sum() > 0
+    assert list(u["model"]) == [MODEL] and u["runs"].sum() == 1
+    assert fm.usage()["requests"].sum() == 30  # read twice: counted once
+    out.collect()  # the same job again: answered by the cache, counted as such
+    u = fm.usage()
+    assert u["requests"].sum() == 30 and u["cache_hits"].sum() == 30 and u["rows"].sum() == 60
+
+
+# ====================================================================== Structured Streaming
+
+
+def test_streaming_enrichment_to_parquet_restarts_from_its_checkpoint_sending_only_new_rows(spark, emu, tmp_path):
+    conn = connection(emu)
+    source, sink, checkpoint = tmp_path / "in", tmp_path / "out", tmp_path / "checkpoint"
+    source.mkdir()
+
+    def write_files(start, count, per_file):
+        for f in range(start, start + count):
+            lines = [json.dumps({"id": f * 100 + i, "text": f"stream review {f}-{i}"}) for i in range(per_file)]
+            (source / f"part-{f:03}.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def run_once():
+        stream = (spark.session.readStream.schema("id long, text string").option("maxFilesPerTrigger", 3)
+                  .json(str(source)))
+        enriched = stream.foundry.prompt("Summarize: {text}", output_col="summary", connection=conn)
+        query = (enriched.writeStream.format("parquet").option("path", str(sink))
+                 .option("checkpointLocation", str(checkpoint)).trigger(availableNow=True).start())
+        assert query.awaitTermination(180), "the streaming query did not finish"
+        assert query.exception() is None
+
+    write_files(0, 5, 4)
+    run_once()
+    got = spark.session.read.parquet(str(sink)).collect()
+    assert len(got) == 20 and requests_sent(emu) == 20
+    expected = dict(zip([r.id for r in got], ask(conn, [f"Summarize: {r.text}" for r in got])))
+    assert all(r.summary == expected[r.id] and r.foundry_error is None for r in got)
+    assert requests_sent(emu) == 40  # ask() sent 20 more (the emulator answers deterministically)
+
+    write_files(5, 10, 1)  # ten new files, one new row each; then a restart from the checkpoint
+    run_once()
+    got = spark.session.read.parquet(str(sink)).collect()
+    assert len(got) == 30 and len({r.id for r in got}) == 30
+    assert requests_sent(emu) == 40 + 10  # only the new rows were sent
+    new = [r for r in got if r.id >= 500]
+    assert all(r.summary and r.foundry_error is None for r in new)
+    assert [r.summary for r in new] == ask(conn, [f"Summarize: {r.text}" for r in new])
