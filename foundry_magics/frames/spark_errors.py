@@ -24,7 +24,7 @@ from typing import Any, Iterator
 from foundry_magics import errors as _errors
 from foundry_magics.errors import FoundryError, HTTPStatusError
 
-__all__ = ["foundry_error", "readable_errors", "install", "render_lines"]
+__all__ = ["foundry_error", "readable_errors", "install", "render_lines", "rebuild"]
 
 _LAST = re.compile(r"^foundry_magics\.errors\.(\w+): ", re.M)
 _HTTP = re.compile(r"^HTTP (\d{3})(?: (\S+))?: (.*?)(?: \(request id ([^)]*)\))?$")
@@ -75,10 +75,10 @@ def _from_text(text: str) -> FoundryError | None:
     cls = getattr(_errors, m.group(1), None)
     if not (isinstance(cls, type) and issubclass(cls, FoundryError)):
         cls = FoundryError
-    return _rebuild(cls, body.strip())
+    return rebuild(cls, body.strip())
 
 
-def _rebuild(cls: type, text: str) -> FoundryError:
+def rebuild(cls: type, text: str) -> FoundryError:
     """An instance of `cls` whose str() is `text` again (message on the first line, fix after)."""
     first, _, hint = text.partition("\n")
     exc = cls.__new__(cls)
@@ -117,9 +117,7 @@ def readable_errors() -> Iterator[None]:
 
 
 def render_lines(exc: FoundryError) -> list[str]:
-    from foundry_magics.notebook.render import ErrorView
-
-    lines = ErrorView(exc).plain().splitlines()
+    lines = _errors.block_text(exc).splitlines()  # the block the magics and every raised FoundryError show
     lines.append("(Raised in a Spark task, which stopped the job. Replies that arrived before it are in the cache: "
                  "running the action again sends only the rest.)")
     return lines

@@ -159,7 +159,7 @@ def estimate(sdf: Any, op: Any, *, column: str | None = None, images: str | None
     from pyspark.sql import functions as F
 
     from foundry_magics.engine.estimate import Estimate, tokenizer
-    from foundry_magics.frames.spark_job import _cache_home, prepare, shipped
+    from foundry_magics.frames.spark_job import cache_home, prepare, shipped
 
     conn, cluster, used = prepare(sdf, op, column=column, images=images)
     ship = shipped(op, online=False)
@@ -168,7 +168,7 @@ def estimate(sdf: Any, op: Any, *, column: str | None = None, images: str | None
         ship.options["model"] = model  # what the run would find: the same request bodies and keys
     cache = bool(op.options.get("cache", True))
     spec = _Spec(op=ship, connection=conn.to_dict(), connection_name=conn.name, column=column,
-                 columns=tuple(used), images=images, cache=cache, home=_cache_home(cluster), job=uuid.uuid4().hex)
+                 columns=tuple(used), images=images, cache=cache, home=cache_home(cluster), job=uuid.uuid4().hex)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         per_request = sdf.mapInArrow(EstimateTask(spec), SCHEMA)

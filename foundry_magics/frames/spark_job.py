@@ -139,7 +139,7 @@ def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | Non
     spec = TaskSpec(
         job=uuid.uuid4().hex, label=op.kind, connection=conn.to_dict(), connection_name=conn.name,
         op=shipped(op, online=True, slots=_slots(op, cluster, parallelism)), column=column, columns=tuple(used),
-        outputs=tuple(outputs), images=images, home=_cache_home(cluster), merge_error=merge,
+        outputs=tuple(outputs), images=images, home=cache_home(cluster), merge_error=merge,
         error_prefix=(outputs[0].name if len(outputs) == 1 else op.kind) if merge else None,
         usage=_usage_accumulator(sdf, op, conn),
     )
@@ -307,7 +307,7 @@ def _output_schema(sdf: Any, outputs: list[Output], merge: bool) -> Any:
     return StructType(fields)
 
 
-def _cache_home(cluster: Cluster) -> str | None:
+def cache_home(cluster: Cluster) -> str | None:
     """On a local master the executors share this machine, so they share the driver's cache
     (FOUNDRY_MAGICS_HOME as this process sees it now). On a cluster each executor keeps its own."""
     if not cluster.local:

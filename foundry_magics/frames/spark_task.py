@@ -400,12 +400,12 @@ def _check_memo(job: str, stage: Any) -> None:
     except (OSError, ValueError):
         return
     from foundry_magics import errors
-    from foundry_magics.frames.spark_errors import _rebuild
+    from foundry_magics.frames.spark_errors import rebuild
 
     cls = getattr(errors, str(data.get("class")), None)
     if not (isinstance(cls, type) and issubclass(cls, errors.FoundryError)):
         cls = errors.FoundryError
-    raise _rebuild(cls, str(data.get("text", "")))
+    raise rebuild(cls, str(data.get("text", "")))
 
 
 def _executor_key_error(exc: BaseException, conn: Any) -> None:
