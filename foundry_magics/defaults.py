@@ -113,6 +113,11 @@ SUMMARIZE_CAP = (0.5, 64, 512)
 TRANSLATE_CAP = (2.0, 64, 4096)
 REASONING_CAP_FLOOR = 1024  # o-series / gpt-5 spend hidden reasoning tokens inside the cap
 BATCH_PRICE_FACTOR = 0.5  # the Batch API costs half, unless prices.toml gives batch prices
+# max_cost: what a request in flight is counted at until its reply says what it cost (engine.budget)
+BUDGET_UNCAPPED_OUTPUT = 32_768  # output tokens of a request without max_tokens (gpt-4.1's output limit)
+BUDGET_UNCAPPED_REASONING_OUTPUT = 128_000  # ... of a reasoning model's (o-series, gpt-5)
+BUDGET_IMAGE_TOKENS = 1445  # an image of unknown size at detail high: 85 + 170 x 8 tiles, the rule's most
+BUDGET_MESSAGE_TOKENS = 4  # per message, list or object of a body (the format's own tokens), counted high
 PRICES_FILE = "prices.toml"  # in $FOUNDRY_MAGICS_HOME; prices per 1M input / output tokens
 IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")  # what the vision models accept
 IMAGE_MAX_BYTES = 20 * 1024 * 1024  # per image (Azure OpenAI's limit)

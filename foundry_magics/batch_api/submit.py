@@ -9,6 +9,10 @@
    service has processed it, create the batch. The job and the keys of each file are recorded
    in the store before the batch is created, so Ctrl-C at any point keeps what was submitted
    and the same call run again picks it up.
+
+With `max_cost`, the call's estimate (`engine.estimate`, the same scan: cached requests not
+counted) comes first: a job whose upper bound (input tokens plus every output cap, at the
+Batch API price) passes the amount is refused before anything is uploaded.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from foundry_magics.engine.prompts import Batch, RequestSpec
 from foundry_magics.engine.report import BatchResult
 from foundry_magics.errors import ConfigurationError
 
-__all__ = ["submit", "submit_embeddings", "Call"]
+__all__ = ["submit", "submit_embeddings", "check_budget", "Call"]
 
 log = logging.getLogger("foundry_magics.batch")
 
@@ -37,7 +41,7 @@ def submit(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any =
            progress: Any = False, label: str = "batch", poll_interval: float | None = None,
            finish: Callable[[BatchResult], Any] | None = None, timeout: float = TIMEOUT,
            max_retries: int = MAX_RETRIES, transport: Any = None, max_lines: int = BATCH_MAX_LINES,
-           max_bytes: int = BATCH_MAX_BYTES) -> BatchJob:
+           max_bytes: int = BATCH_MAX_BYTES, max_cost: float | None = None) -> BatchJob:
     """Submit the distinct requests of `batch` (chat or responses) through the Batch API; a BatchJob at once.
 
     Cached requests are not submitted; requests a recorded job still carries re-attach to it
@@ -49,6 +53,11 @@ def submit(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any =
     client = _client(connection, timeout, max_retries, transport)
     try:
         client.ensure_model(spec.model, spec.op)  # a server serving exactly one model: that one (as online)
+        if max_cost is not None:
+            from foundry_magics.engine.estimate import estimate_batch
+
+            check_budget(estimate_batch(batch, spec, connection=client.connection, cache=cache, batch_api=True),
+                         max_cost)
         src = prompt_source(client, batch, spec)
     except BaseException:
         client.close()
@@ -62,10 +71,16 @@ def submit_embeddings(texts: Sequence[str], *, connection: Any = None, model: st
                       na_rows: int = 0, cache: bool = True, progress: Any = False, label: str = "embed",
                       poll_interval: float | None = None, finish: Callable[[BatchResult], Any] | None = None,
                       timeout: float = TIMEOUT, max_retries: int = MAX_RETRIES, transport: Any = None,
-                      max_lines: int = BATCH_MAX_LINES, max_bytes: int = BATCH_MAX_BYTES) -> BatchJob:
+                      max_lines: int = BATCH_MAX_LINES, max_bytes: int = BATCH_MAX_BYTES,
+                      max_cost: float | None = None) -> BatchJob:
     """Embeddings of distinct `texts` through the Batch API, one text per line; a BatchJob at once."""
     client = _client(connection, timeout, max_retries, transport)
     try:
+        if max_cost is not None:
+            from foundry_magics.engine.estimate import estimate_embeddings
+
+            check_budget(estimate_embeddings(texts, connection=client.connection, model=model, dimensions=dimensions,
+                                             cache=cache, rows=rows, na_rows=na_rows, batch_api=True), max_cost)
         src = embed_source(client, texts, model=model, dimensions=dimensions, weights=weights, rows=rows,
                            na_rows=na_rows)
     except BaseException:
@@ -73,6 +88,29 @@ def submit_embeddings(texts: Sequence[str], *, connection: Any = None, model: st
         raise
     return _start(client, src, cache=cache, progress=progress, label=label, poll_interval=poll_interval,
                   finish=finish, max_lines=max_lines, max_bytes=max_bytes)
+
+
+def check_budget(est: Any, max_cost: float) -> float:
+    """The upper bound of a Batch API job from its estimate; a ConfigurationError (nothing
+    submitted) when it passes `max_cost` or the model has no price."""
+    from foundry_magics.engine.budget import money, require_price, uncapped_output
+
+    price = require_price(est.model, max_cost)
+    out, note = est.max_output_tokens or 0, ""
+    if est.operation != "embeddings" and est.max_output_tokens is None and est.to_send:
+        per = uncapped_output(est.model)
+        out = est.to_send * per
+        note = f"; without max_tokens each request counted at {per:,} output tokens"
+    upper = price.cost(est.input_tokens, out, batch=True)
+    if upper > max_cost + 1e-12:
+        what = (f"{est.to_send:,} requests, ~{est.input_tokens:,} input tokens"
+                + (f" + up to {out:,} output tokens" if est.operation != "embeddings" else "") + note)
+        raise ConfigurationError(
+            f"max_cost={max_cost:g}: this Batch API job could cost up to {money(upper, up=True)} ({what}), "
+            f"more than the budget; nothing was submitted.",
+            hint="Raise max_cost, set a smaller max_tokens, or submit fewer rows (df.head(n)); "
+                 "estimate=True shows the numbers.")
+    return upper
 
 
 def _client(connection: Any, timeout: float, max_retries: int, transport: Any) -> Any:

@@ -67,8 +67,11 @@ class EmbedRun(Run):
 
         texts = [self.texts[i] for i in batch]
         est = sum(len(t) for t in texts) // 4 + 1
+        bound = None
+        if self.budget is not None:  # max_cost: a token per UTF-8 byte (the reply carries no usage: kept as spent)
+            bound = self.budget.cost(sum(len(t.encode("utf-8", "surrogatepass")) for t in texts), 0)
         vecs = await self.send(lambda: self.client.embed(texts, model=self.model, dimensions=self.dimensions),
-                               est, batch)
+                               est, batch, bound)
         if vecs is None:
             return
         self.successes += 1

@@ -142,6 +142,7 @@ class PromptRun(Run):
     async def _feed_all(self, queue: asyncio.Queue) -> None:
         spec = self.spec
         keys = RequestKeys(self.client, spec, self.conn)
+        budget = self.budget
         n = self.size
         start = 0
         # A small first chunk gets the workers going at once; later chunks are rendered while
@@ -176,7 +177,8 @@ class PromptRun(Run):
                     self.succeed(keyed[key], hit.text, cached=True)
                     continue
                 self.inflight[key] = keyed[key]
-                await queue.put((key, body, estimate_tokens(prompt, spec)))
+                bound = budget.bound(body) if budget is not None else None  # max_cost: its upper bound
+                await queue.put((key, body, estimate_tokens(prompt, spec), bound))
             if first and queue.qsize():
                 # Let the first requests go out (connections open) before rendering more.
                 first = False
@@ -201,9 +203,9 @@ class PromptRun(Run):
             item = await queue.get()
             if item is None or self.stopped is not None:
                 return
-            key, body, est = item
+            key, body, est, bound = item
             try:  # the body that was keyed is the body that is sent: built once
-                reply = await self.send(lambda: send(op, self.route, body), est, self.inflight.get(key, ()))
+                reply = await self.send(lambda: send(op, self.route, body), est, self.inflight.get(key, ()), bound)
                 if reply is not None:
                     self._finish_ok(key, reply)
                 else:

@@ -6,7 +6,10 @@ dedup; `na_rows` were never sent). Every run - prompts, embeddings - has the sam
 a fatal error), the same progress snapshot and the same report. Every request goes through
 `send()`: the adaptive limit, the rpm/tpm budgets and the shared 429 pause, then one call,
 then the retry policy of `rest.retry` (the same rules a single call follows) with 429s on a
-budget of their own.
+budget of their own. With `max_cost`, each attempt first books its upper bound in the run's
+`engine.budget.Budget` and settles it with what the reply cost; a request that does not fit
+once nothing is in flight stops the run (not an error: finished rows are kept, the rest get
+the reason).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ __all__ = ["Run"]
 
 log = logging.getLogger("foundry_magics.engine")
 
+_STOPPED = object()  # an attempt that never went out: the run stopped while it waited
+
 
 class Run:
     operation = "chat"
@@ -34,7 +39,8 @@ class Run:
     def __init__(self, conn: Any, *, size: int, weights: Sequence[int] | None = None, rows: int | None = None,
                  na_rows: int = 0, concurrency: int = CONCURRENCY, rpm: float | None = None,
                  tpm: float | None = None, cache: bool = True, timeout: float = TIMEOUT,
-                 max_retries: int = MAX_RETRIES, transport: Any = None, model: str | None = None) -> None:
+                 max_retries: int = MAX_RETRIES, transport: Any = None, model: str | None = None,
+                 budget: Any = None) -> None:
         self.conn = conn
         self.size = size
         self.weights = weights
@@ -66,6 +72,7 @@ class Run:
         self.tpm_bucket = TokenBucket(tpm / 60.0, max(1.0, tpm / 60.0)) if tpm else None
         self.client: Any = None
         self.cache: Any = None
+        self.budget = budget  # engine.budget.Budget under max_cost, else None
 
     def weight(self, i: int) -> int:
         return int(self.weights[i]) if self.weights is not None else 1
@@ -85,6 +92,7 @@ class Run:
             self.cache = ResponseCache() if self.use_cache else MemoryCache()
             flusher = asyncio.ensure_future(self._flusher())
             await self.work()
+            self._mark_not_sent()
         finally:
             self.finished_at = time.monotonic()
             if flusher is not None:
@@ -150,21 +158,23 @@ class Run:
             self.limit.release()
             raise
 
-    async def send(self, call: Callable[[], Awaitable[Any]], est: int, indices: Sequence[int]) -> Any:
+    async def send(self, call: Callable[[], Awaitable[Any]], est: int, indices: Sequence[int],
+                   bound: float | None = None) -> Any:
         """`call()` through the limit and the budgets, retried by the policy. The result, or
         None when the request failed: then `indices` are failed with the reason, and an error
-        every other request would hit too (wrong key, unknown deployment, quota) stops the run."""
+        every other request would hit too (wrong key, unknown deployment, quota) stops the run.
+        `bound`: what one attempt can cost at most (under max_cost); None when it does not fit
+        the run's budget (the run stops; `indices` are left as not sent)."""
         policy = RetryPolicy(self.max_retries, max_rate_limited=MAX_RATE_LIMITED)
+        budget = self.budget if bound is not None else None
         while True:
-            await self._gate(est)
-            if self.stopped is not None:  # stopped while this one waited for its turn
-                self.limit.release()
-                return None
-            self.sent += 1
+            if budget is not None:  # booked before taking a slot: waiting here never holds one
+                if not await budget.reserve(bound):
+                    self.stop(budget.reason())
+                    return None
             try:
-                result = await call()
+                result = await self._attempt(call, est, budget, bound)
             except FoundryError as exc:
-                self.limit.release()
                 delay = policy.next_delay(exc)
                 if isinstance(exc, RateLimitError):
                     self.rate_limited += 1
@@ -180,12 +190,57 @@ class Run:
                 if delay:
                     await asyncio.sleep(delay)
                 continue
+            if result is _STOPPED:
+                return None
+            return result
+
+    async def _attempt(self, call: Callable[[], Awaitable[Any]], est: int, budget: Any, bound: Any) -> Any:
+        """One attempt through the limit (and the budget booked for it, settled here)."""
+        charged = 0.0  # nothing went out yet
+        try:
+            await self._gate(est)
+            if self.stopped is not None:  # stopped while this one waited for its turn
+                self.limit.release()
+                return _STOPPED
+            self.sent += 1
+            charged = bound  # gone out: an attempt that ends unexpectedly (Ctrl-C, a bug) counts its bound
+            try:
+                result = await call()
+            except FoundryError as exc:
+                self.limit.release()
+                if budget is not None:
+                    from foundry_magics.engine.budget import may_be_billed
+
+                    charged = bound if may_be_billed(exc) else 0.0
+                raise
             except BaseException:
                 self.limit.release()
                 raise
             self.limit.success()
             self.limit.release()
+            if budget is not None:
+                charged = self.cost_of(result, budget, bound)
             return result
+        finally:
+            if budget is not None:
+                budget.settle(bound, charged)
+
+    def cost_of(self, result: Any, budget: Any, bound: float) -> float:
+        """What a finished attempt cost: its usage at the run's price (a run whose replies carry no
+        usage counts its bound)."""
+        usage = getattr(result, "usage", None)
+        if usage is None:
+            return bound
+        return budget.cost(usage.input_tokens, usage.output_tokens)
+
+    def _mark_not_sent(self) -> None:
+        """After a budget stop: every request without a reply or an error gets the reason."""
+        if self.budget is None or not self.budget.exhausted:
+            return
+        reason = "not sent: " + self.budget.reason()
+        for i, value in enumerate(self.values):
+            if value is None and i not in self.errors:
+                self.errors[i] = reason
 
     def _give_up(self, exc: FoundryError, policy: RetryPolicy, indices: Sequence[int]) -> None:
         reason = describe(exc)

@@ -43,8 +43,12 @@ log = logging.getLogger("foundry_magics.engine")
 def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connection: Any = None,
               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
               cache: bool = True, progress: Any = False, timeout: float = TIMEOUT, max_retries: int = MAX_RETRIES,
-              transport: Any = None, label: str = "foundry") -> RunResult:
+              transport: Any = None, label: str = "foundry", max_cost: float | None = None) -> RunResult:
     """Send `batch` (blocking the caller's thread, not its event loop) and return the replies.
+
+    `max_cost`: the run stops before its spend could pass the amount (`engine.budget`): the
+    rows that finished are kept, the others get the reason, `report.stopped` says so and the
+    result is returned as usual. Without a price for the model nothing starts.
 
     Ctrl-C stops the run; so does a fatal error (wrong key, unknown deployment, quota block,
     the first requests all failing alike). Either way what finished is cached and returned,
@@ -59,9 +63,10 @@ def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connecti
     if spec.op not in ("chat", "responses"):
         raise ConfigurationError(f"Unknown API {spec.op!r}.", hint="Use 'chat' or 'responses'.")
     conn = _connection(connection)
-    _check_first_request(conn, batch, spec)
+    model = _check_first_request(conn, batch, spec)
+    budget = _budget(max_cost, model)
     run = PromptRun(batch, spec, conn, concurrency=int(concurrency), rpm=rpm, tpm=tpm, cache=cache,
-                    timeout=timeout, max_retries=max_retries, transport=transport)
+                    timeout=timeout, max_retries=max_retries, transport=transport, budget=budget)
     return _finish(run, progress, label)
 
 
@@ -72,15 +77,20 @@ def embed_texts(texts: Sequence[str], *, connection: Any = None, model: str | No
                 dimensions: int | None = None, cache: bool = True, progress: Any = False,
                 timeout: float = EMBED_TIMEOUT, max_retries: int = MAX_RETRIES, concurrency: int = EMBED_CONCURRENCY,
                 weights: Sequence[int] | None = None, rows: int | None = None, na_rows: int = 0,
-                transport: Any = None, label: str = "embed") -> RunResult:
-    """Vectors (numpy float32) for distinct `texts`, EMBED_BATCH per request; cached per text."""
+                transport: Any = None, label: str = "embed", max_cost: float | None = None) -> RunResult:
+    """Vectors (numpy float32) for distinct `texts`, EMBED_BATCH per request; cached per text.
+    `max_cost` as in `run_requests` (each request counted at a token per byte of its texts)."""
     conn = _connection(connection)
     from foundry_magics.rest.base import BaseClient
 
-    BaseClient(conn)  # a missing key fails here, before anything starts
+    probe = BaseClient(conn)  # a missing key fails here, before anything starts
+    budget = None
+    if max_cost is not None:
+        _, embed_model = probe.build_embed(list(texts[:1]) or [""], model, dimensions)
+        budget = _budget(max_cost, embed_model)
     run = EmbedRun(texts, conn, model=model, dimensions=dimensions, cache=cache, timeout=timeout,
                    max_retries=max_retries, concurrency=max(1, int(concurrency)), weights=weights, rows=rows,
-                   na_rows=na_rows, transport=transport)
+                   na_rows=na_rows, transport=transport, budget=budget)
     return _finish(run, progress, label)
 
 
@@ -98,16 +108,30 @@ def _check_positive(name: str, value: Any, allow_none: bool = True) -> None:
                                  hint=f"Pass {name}=N with N > 0, or leave it out.")
 
 
-def _check_first_request(conn: Any, batch: Requests, spec: RequestSpec) -> None:
-    """A missing key or model, a bad schema or option: fail here, before anything starts."""
+def _check_first_request(conn: Any, batch: Requests, spec: RequestSpec) -> str | None:
+    """A missing key or model, a bad schema or option: fail here, before anything starts.
+    Returns the model the requests name (as `RequestKeys.model`: the run's model)."""
     from foundry_magics.engine.prompts import call_args
     from foundry_magics.rest.base import BaseClient
 
     probe = BaseClient(conn)
     ensure_model(probe, spec)
+    body: dict[str, Any] = {}
     if batch.size:
         text, kwargs = call_args(batch.render(range(0, 1))[0], spec.options())
-        probe.build(spec.op, text, **kwargs)
+        _, body = probe.build(spec.op, text, **kwargs)
+    return body.get("model") or spec.model or conn.model or probe.model_for(spec.model)
+
+
+def _budget(max_cost: float | None, model: str | None) -> Any:
+    """The run's budget under `max_cost` (None without): refused here, before anything starts,
+    when the model has no price."""
+    if max_cost is None:
+        return None
+    from foundry_magics.engine.budget import Budget, require_price
+
+    _check_positive("max_cost", max_cost)
+    return Budget(max_cost, require_price(model, max_cost), model=model)
 
 
 def ensure_model(probe: Any, spec: RequestSpec) -> None:

@@ -35,6 +35,7 @@ class PromptArgs:
     api: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    max_cost: float | None = None  # --max-cost AMOUNT (else %config FoundryMagics.max_cost)
     format: str | None = None
     out: str | None = None
     chat: str | None = None
@@ -142,6 +143,8 @@ CELL_OPTIONS: list[_Opt] = [
     _Opt(("--api",), "api", "chat|responses", "chat completions or the Responses API", _choice(APIS)),
     _Opt(("-t", "--temperature"), "temperature", "F", "sampling temperature, 0 to 2", _number(float, "temperature")),
     _Opt(("--max-tokens",), "max_tokens", "N", "cap on reply tokens", _number(int, "max_tokens")),
+    _Opt(("--max-cost",), "max_cost", "AMOUNT", "spend at most AMOUNT (prices' currency): a run stops before it "
+         "could pass it; a single request that could cost more is not sent", _number(float, "max_cost")),
     _Opt(("-f", "--format"), "format", "|".join(FORMATS), "how to show the reply (default markdown)", _choice(FORMATS)),
     _Opt(("-o", "--out"), "out", "VAR", "store the reply text (parsed object for -f json) in VAR; "
          "with --df, the result column"),

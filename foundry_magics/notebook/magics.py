@@ -47,7 +47,7 @@ HELP = """\
 | `%foundry emulator start\\|stop\\|status` | the built-in offline emulator |
 
 Defaults: `%config FoundryMagics.format = "text"` (also `default_connection`, `stream`, `concurrency`,
-`cache`, `history`, `timeout`, `max_retries`); `%config FoundryMagics` lists them.
+`max_cost`, `cache`, `history`, `timeout`, `max_retries`); `%config FoundryMagics` lists them.
 Errors show as one block (cause, then fix); `%config FoundryMagics.tracebacks = True` shows full tracebacks.
 """
 
@@ -61,6 +61,9 @@ class FoundryMagics(Magics):
     format = Enum(FORMATS, default_value="markdown", help="Default reply format (-f).").tag(config=True)
     stream = Bool(True, help="Stream replies token by token (--no-stream turns it off per cell).").tag(config=True)
     concurrency = Int(None, allow_none=True, help="Default requests in flight in DataFrame mode.").tag(config=True)
+    max_cost = Float(None, allow_none=True, help="Spend at most this much per cell (prices' currency) when a cell "
+                     "gives no --max-cost: a DataFrame run stops before it could pass it, a single request that "
+                     "could cost more is not sent. Needs the model's price (fm.set_prices).").tag(config=True)
     cache = Bool(True, help="DataFrame mode: reuse finished rows from the response cache.").tag(config=True)
     history = Bool(True, help="Log every call to $FOUNDRY_MAGICS_HOME/history.sqlite.").tag(config=True)
     timeout = Float(TIMEOUT, help="Seconds to wait for an answer, per attempt.").tag(config=True)
@@ -84,6 +87,13 @@ class FoundryMagics(Magics):
         value = proposal["value"]
         if value is not None and value < 1:
             raise TraitError(f"FoundryMagics.concurrency must be 1 or more (or None for automatic), got {value}.")
+        return value
+
+    @validate("max_cost")
+    def _check_max_cost(self, proposal: Any) -> Any:
+        value = proposal["value"]
+        if value is not None and not value > 0:
+            raise TraitError(f"FoundryMagics.max_cost must be a positive amount (or None for no limit), got {value}.")
         return value
 
     @validate("timeout")
@@ -147,6 +157,8 @@ class FoundryMagics(Magics):
         call = p.prepare(args, self._namespace(), self._settings())
         if call.notice:
             render.show(render.Note(call.notice, markdown=f"*ℹ {call.notice}*"))
+        if not args.dry_run:
+            self._within_budget(p, [call], args)
         if args.dry_run:
             view = render.RequestView(p.dry_run(call), out=args.out)  # shown as the cell's result; a dict in Out/_
             if args.out:
@@ -171,6 +183,7 @@ class FoundryMagics(Magics):
             for call in calls:
                 render.show(render.RequestView(p.dry_run(call)))
             return None
+        self._within_budget(p, calls, args)
         live = calls[0].stream and live_frontend()
         comp = run_comparison(p, calls, live=live, fmt=calls[0].format)
         self._show_model_notice()
@@ -262,6 +275,23 @@ class FoundryMagics(Magics):
         _skip_echo(view, self.shell)
         return view
 
+    def _max_cost(self, args: Any) -> float | None:
+        """--max-cost, else %config FoundryMagics.max_cost."""
+        value = getattr(args, "max_cost", None)
+        return value if value is not None else self.max_cost
+
+    def _within_budget(self, p: Any, calls: list[Any], args: Any) -> None:
+        """Under max_cost, a request whose upper bound (input counted high plus its whole output
+        cap) passes it is refused here: nothing is sent (`engine.budget.check_request`)."""
+        max_cost = self._max_cost(args)
+        if max_cost is None:
+            return
+        from foundry_magics.engine.budget import check_request
+
+        for call in calls:
+            body = p.dry_run(call)["json"]  # the exact body that would be sent; nothing is sent
+            check_request(body.get("model") or call.model, body, max_cost)
+
     def _frame(self, p: Any, args: Any) -> Any:
         """`%%foundry --df DF --out COL`: the cell is a template over DF's columns, filled per row by
         dataframe.run_frame (not interpolated here; names that are not columns come from the namespace)."""
@@ -295,6 +325,8 @@ class FoundryMagics(Magics):
             extra["estimate"] = True
         if args.batch:  # the Batch API: Ctrl-C leaves the job running; the same cell again re-attaches
             extra["batch"] = True
+        if self._max_cost(args) is not None:  # the run stops before its spend could pass it
+            extra["max_cost"] = self._max_cost(args)
         for option in ("temperature", "max_tokens", "api"):  # request options, when given, as in a single cell
             if getattr(args, option, None) is not None:
                 extra[option] = getattr(args, option)

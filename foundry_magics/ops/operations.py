@@ -8,9 +8,11 @@ Every front-end (pandas, Polars, Spark, the `%%foundry --df` cell) builds the sa
 from the user's arguments, so an option means the same and is checked the same everywhere
 (`ops.options.check`), and every mode works on every front-end:
 
-* online (`engine.run_batch` / `engine.embed_texts`);
+* online (`engine.run_batch` / `engine.embed_texts`); `max_cost` stops it before its spend
+  could pass the amount (the result as usual, the rest NA with the reason);
 * `batch=True`: the Batch API (`wait=False` returns the `fm.BatchJob`, whose `result()` later
-  gives what the call would have returned);
+  gives what the call would have returned); with `max_cost`, a job whose estimate's upper
+  bound passes the amount is not submitted;
 * `estimate=True`: the `fm.Estimate` of the run, nothing sent.
 
 `run` hands the `Outcome` (per-distinct values, spread back onto rows by the plan) to the
@@ -244,7 +246,8 @@ class Operation:
         o = self.options
         return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
                                 concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
-                                cache=o.get("cache", True), progress=self._progress(), label=label)
+                                cache=o.get("cache", True), progress=self._progress(), label=label,
+                                max_cost=o.get("max_cost"))
 
     def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
         from foundry_magics.batch_api.submit import submit
@@ -252,7 +255,7 @@ class Operation:
         o = self.options
         return submit(plan.requests(), self.request_spec(conn), connection=conn, cache=o.get("cache", True),
                       progress=self._progress(batch=True), label=label, poll_interval=o.get("poll_interval"),
-                      finish=finish)
+                      finish=finish, max_cost=o.get("max_cost"))
 
     def _estimate(self, plan: Plan, conn: Any) -> Any:
         from foundry_magics.engine.estimate import estimate_batch
@@ -407,7 +410,8 @@ class Embed(Operation):
         return engine.embed_texts(plan.texts(), connection=conn, model=o.get("model"), dimensions=o.get("dimensions"),
                                   cache=o.get("cache", True), progress=self._progress(),
                                   concurrency=min(o.get("concurrency") or EMBED_CONCURRENCY, 4),
-                                  weights=plan.weights, rows=plan.n, na_rows=plan.na_rows, label=label)
+                                  weights=plan.weights, rows=plan.n, na_rows=plan.na_rows, label=label,
+                                  max_cost=o.get("max_cost"))
 
     def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
         from foundry_magics.batch_api.submit import submit_embeddings
@@ -416,7 +420,7 @@ class Embed(Operation):
         return submit_embeddings(plan.texts(), connection=conn, model=o.get("model"), dimensions=o.get("dimensions"),
                                  weights=plan.weights, rows=plan.n, na_rows=plan.na_rows, cache=o.get("cache", True),
                                  progress=self._progress(batch=True), label=label,
-                                 poll_interval=o.get("poll_interval"), finish=finish)
+                                 poll_interval=o.get("poll_interval"), finish=finish, max_cost=o.get("max_cost"))
 
     def _estimate(self, plan: Plan, conn: Any) -> Any:
         from foundry_magics.engine.estimate import estimate_embeddings

@@ -8,7 +8,8 @@ option, what it got, and for a misspelt keyword "did you mean ...".
 Which options a call takes is a set of names from the table below:
 
 * REQUEST: what shapes one request (single calls and runs alike);
-* RUN: how a run over many rows is sent (concurrency, budgets, cache, progress);
+* RUN: how a run over many rows is sent (concurrency, budgets, cache, progress, `max_cost`: the
+  run stops before its spend could pass the amount);
 * MODE: where a run goes (online, the Batch API, an estimate that sends nothing).
 
 This module imports nothing but `errors` and `defaults`, so the request builders (`rest/`)
@@ -157,6 +158,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "cache": _bool,
     "progress": _progress,
     "parallelism": _number(integer=True, positive=True, example="8"),
+    "max_cost": _number(positive=True, example="0.50"),  # in the prices' currency: engine.budget
     # where it goes
     "batch": _bool,
     "wait": _bool,
@@ -165,9 +167,9 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 REQUEST = frozenset({"system", "model", "connection", "temperature", "max_tokens", "schema", "images", "api"})
-RUN = frozenset({"concurrency", "rpm", "tpm", "cache", "progress"})
+RUN = frozenset({"concurrency", "rpm", "tpm", "cache", "progress", "max_cost"})
 MODE = frozenset({"batch", "wait", "poll_interval", "estimate"})
-EMBED = frozenset({"model", "connection", "dimensions", "cache", "progress", "concurrency", *MODE})
+EMBED = frozenset({"model", "connection", "dimensions", "cache", "progress", "concurrency", "max_cost", *MODE})
 ROW_OPTIONS = REQUEST | RUN | MODE  # what a DataFrame operation over rows takes
 
 
