@@ -132,6 +132,12 @@ def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | Non
     made): input columns, result column(s), foundry_error (see frames.spark)."""
     from pyspark.sql.types import StructType
 
+    if op.options.get("max_cost") is not None:  # each task would get the whole budget: refuse, send nothing
+        raise ConfigurationError(
+            "max_cost does not run on Spark DataFrames yet: the tasks of a job cannot share one budget; "
+            "nothing was sent.",
+            hint="Price the job first with sdf.foundry.estimate(...) (its upper bound is what it could cost), "
+                 "or run a pandas / Polars frame with max_cost.")
     _checked = prepare(sdf, op, column=column, parallelism=parallelism, images=images)
     conn, cluster, used = _checked
     outputs = _outputs(output_col, op)
