@@ -130,6 +130,29 @@ def test_help_says_how_line_commands_and_prompts_are_told_apart(ip):
     assert "--sample N" in text and "--estimate" in text
 
 
+def test_dataframe_estimate_with_a_sample(ip, emu):
+    import pandas as pd
+
+    from foundry_magics.engine.estimate import Estimate
+
+    connect(ip, emu.url)
+    ip.user_ns["reviews"] = pd.DataFrame({"text": [f"review {i}: " + "good " * (i % 17) for i in range(40)]})
+    sent = emu.stats()["requests"]
+    for cell, said in [("--df reviews --out s --sample 3", "--sample N goes with --estimate"),
+                       ("--df reviews --estimate --sample 0", "sample must be a positive whole number"),
+                       ("--df reviews --estimate --sample x", "--sample needs a whole number"),
+                       ("--sample 3", "only applies in DataFrame mode")]:
+        assert said in run(ip, f"%%foundry {cell}\nSummarize: {{text}}").everything, cell
+    assert emu.stats()["requests"] == sent
+    ran = run(ip, "%%foundry --df reviews --estimate --sample 5\nSummarize: {text}")
+    assert ran.result.error_in_exec is None, ran.everything
+    est = ran.value
+    assert isinstance(est, Estimate) and est.sent == 5 == emu.stats()["requests"] - sent
+    assert est.to_send == 35 and est.forecast.answered == 5
+    assert "sent 5 requests" in ran.everything and "output tokens (forecast)" in ran.everything
+    assert list(ip.user_ns["reviews"].columns) == ["text"]  # an estimate writes no column
+
+
 def test_dataframe_mode_errors(ip):
     ran = run(ip, "%%foundry --df missing --out col\n{text}")
     assert "no variable named 'missing'" in ran.everything
