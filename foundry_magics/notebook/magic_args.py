@@ -6,9 +6,9 @@ Mistakes raise IPython's `UsageError` with one readable message that names the f
 
 from __future__ import annotations
 
-import keyword
-
 import difflib
+import keyword
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 
 __all__ = [
     "PromptArgs", "LineCommand", "parse_cell", "parse_line", "options_help", "FORMATS", "APIS", "SUBCOMMANDS",
+    "edits", "near_commands",
 ]
 
 FORMATS = ("markdown", "text", "code", "json", "html")
@@ -50,6 +51,7 @@ class PromptArgs:
     tpm: float | None = None
     images: list[str] = field(default_factory=list)  # --image PATH|URL|VAR (repeatable); with --df a column
     estimate: bool = False  # --estimate (DataFrame mode): the cost preview, nothing sent
+    sample: int | None = None  # --estimate --sample N: answer N requests (cached) to forecast the run
     batch: bool = False  # --batch (DataFrame mode): through the Batch API, half the price, within 24 h
     models: list[str] | None = None  # -m A,B,C: compare these models side by side
     agent: str | None = None  # --agent NAME[:VERSION] (a Foundry project's agent)
@@ -163,6 +165,8 @@ CELL_OPTIONS: list[_Opt] = [
     _Opt(("--image",), "images", "PATH|URL|VAR", "attach an image (repeatable); with --df, a column of them",
          repeat=True),
     _Opt(("--estimate",), "estimate", None, "DataFrame mode: what the run would send and cost; send nothing"),
+    _Opt(("--sample",), "sample", "N", "with --estimate: answer N requests (cached for the run) to forecast its "
+         "output tokens, cost and time, each with a 90 % interval", _number(int, "sample")),
     _Opt(("--batch",), "batch", None, "DataFrame mode: through the Batch API (half the price, within 24 h); "
          "Ctrl-C leaves the job running, the same cell again picks it up"),
     _Opt(("--agent",), "agent", "NAME[:VER]", "run the Foundry project's agent NAME (`%foundry agents` lists them)",
@@ -185,7 +189,7 @@ HISTORY_OPTIONS: list[_Opt] = [
     _Opt(("-n",), "n", "N", "how many calls to show (default 10)", _count),
 ]
 
-_DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "batch")
+_DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "sample", "batch")
 
 
 def _table(opts: list[_Opt]) -> dict[str, _Opt]:
@@ -331,6 +335,9 @@ def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
     else:
         if not args.out and not args.estimate:
             raise UsageError("DataFrame mode needs --out COL: the column that receives the results.")
+        if args.sample is not None and not args.estimate:
+            raise UsageError("--sample N goes with --estimate: it answers N requests to forecast the run "
+                             "(add --estimate, or leave --sample out).")
         if len(args.images) > 1:
             raise UsageError("With --df, --image names one column (of paths, URLs or bytes per row).")
         clash = [f for f, d in (("--chat", "chat"), ("--dry-run", "dry_run"), ("-f", "format"), ("--agent", "agent"),
@@ -366,53 +373,143 @@ def _trim_body(cell: str) -> str:
 SUBCOMMANDS = ("connect", "connections", "picker", "models", "use", "history", "usage", "chat", "emulator", "help",
                "agents", "batches")
 _NO_ARGS = ("connections", "picker", "models", "usage", "help", "agents", "batches")
+SHORT_COMMAND = 4  # a command this long or shorter (use, chat, help): a slip is one edit, not two
+_OPTION_LIKE = re.compile(r"^--?[A-Za-z]")
+
+_USAGE = {
+    "connect": "`%foundry connect NAME|URL [--model M] [--auth entra|key|none] [--key-env VAR] [--key-header H] "
+               "[--save NAME]`",
+    "use": "`%foundry use MODEL`",
+    "history": "`%foundry history [-n N]`",
+    "chat": "`%foundry chat [show|reset|list] [NAME]`",
+    "emulator": "`%foundry emulator [start|stop|status]`",
+}
+
+
+def edits(a: str, b: str) -> int:
+    """The edit distance of `a` and `b`: insertions, deletions, substitutions and swaps of two
+    neighbouring letters (`histroy` -> `history` is one edit) each count one."""
+    if a == b:
+        return 0
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = a[i - 1] != b[j - 1]
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def near_commands(word: str) -> list[str]:
+    """The line commands `word` is a slip of: within two edits (one for a command of
+    SHORT_COMMAND letters or fewer, where two edits reach everyday words: `chat` -> `that`,
+    `help` -> `hello`, `use` -> `the`), the closest ones first. [] for a command itself."""
+    w = word.lower()
+    found = []
+    for name in SUBCOMMANDS:
+        d = edits(w, name)
+        if 0 < d <= (1 if len(name) <= SHORT_COMMAND else 2):
+            found.append((d, name))
+    best = min((d for d, _ in found), default=None)
+    return [name for d, name in found if d == best]
 
 
 def parse_line(line: str) -> LineCommand | PromptArgs:
-    """`%foundry ...`: a subcommand when the line fits one, else a one-line prompt.
+    """`%foundry ...`: a line command, or a one-line prompt.
 
-    A first word that names a subcommand but is followed by words that do not fit it
-    (`%foundry help me write a haiku`) is a prompt.
+    * The first word (in any case) is a command: the line is that command; one that does not
+      fit it (`%foundry emulator restart`, `%foundry help me write a haiku`) is refused with
+      the command's usage: nothing is sent.
+    * The first word is a slip of a command (`histroy`, `conect`: see `near_commands`) and
+      nothing follows it, or the rest fits that command or holds an option (`--model`):
+      refused with "did you mean". A word near a command followed by prose (`what is X`:
+      `what` is one edit from `chat`) stays a prompt.
+    * `%foundry -- TEXT` always sends TEXT; `%foundry -m M TEXT` (options first) too.
     """
     text = line.strip()
     if not text:
         return LineCommand("help")
-    first, _, rest = text.partition(" ")
-    rest = rest.strip()
-    if first in SUBCOMMANDS:
-        cmd = _subcommand(first, rest)
-        if cmd is not None:
-            return cmd
     if text.startswith("-"):
         return _line_prompt_with_options(text)
+    parts = text.split(None, 1)
+    first, rest = parts[0], (parts[1].strip() if len(parts) > 1 else "")
+    word = first.lower()
+    if word in SUBCOMMANDS:
+        try:
+            return _subcommand(word, rest)
+        except UsageError as exc:
+            raise _refused(str(exc), text) from None
+    near = near_commands(word)
+    if near and _fits(near[0], rest):
+        names = " or ".join(f"`%foundry {n}`" for n in near)
+        raise _refused(f"`{first}` is not a line command. Did you mean {names}?", text)
     return PromptArgs(prompt=text)
 
 
-def _subcommand(name: str, rest: str) -> LineCommand | None:
+def _fits(name: str, rest: str) -> bool:
+    """Whether `%foundry NAME REST` reads as that command, or plainly meant one: nothing after
+    the word (`%foundry conect`), or an option in the line (`--model`)."""
+    if not rest:
+        return True
+    try:
+        tokens = shlex.split(rest, posix=True)
+    except ValueError:
+        tokens = rest.split()
+    if any(_OPTION_LIKE.match(t) and not _is_negative_number(t) for t in tokens):
+        return True
+    try:
+        _subcommand(name, rest)
+    except UsageError:
+        return False
+    return True
+
+
+def _refused(message: str, text: str) -> UsageError:
+    """A line command that does not fit: the reason, and how to send the line as a prompt instead."""
+    err = UsageError(f"{message} Nothing was sent.")
+    err.hint = f"To send the line as a prompt: `%foundry -- {text}`. `%foundry help` lists the commands."  # type: ignore[attr-defined]
+    return err
+
+
+def _subcommand(name: str, rest: str) -> LineCommand:
+    """The command `name` with the rest of its line, or a UsageError saying what it takes."""
     if name in _NO_ARGS:
-        return LineCommand(name) if not rest else None
+        if rest:
+            raise UsageError(f"`%foundry {name}` takes nothing after it (got {rest!r}).")
+        return LineCommand(name)
     if name == "use":
         words = rest.split()
         if not words:
             raise UsageError("`%foundry use MODEL` needs a model name; `%foundry models` lists them.")
-        return LineCommand("use", words) if len(words) == 1 else None
+        if len(words) > 1:
+            raise UsageError(f"{_USAGE['use']} takes one model name (got {rest!r}).")
+        return LineCommand("use", words)
     if name == "chat":
         words = rest.split()
         if not words:
             return LineCommand("chat", ["show", "default"])
         if words[0] in ("show", "reset", "list") and len(words) <= 2:
             return LineCommand("chat", [words[0], words[1] if len(words) > 1 else "default"])
-        return None
+        raise UsageError(f"{_USAGE['chat']}: got {rest!r}.")
     if name == "emulator":
         words = rest.split()
         if not words:
             return LineCommand("emulator", ["status"])
         if words[0] in ("start", "stop", "status") and len(words) == 1:
             return LineCommand("emulator", words)
-        return None
+        if words[0] == "start" and any(w.startswith("-") for w in words[1:]):
+            raise UsageError("`%foundry emulator start` takes no options: set them in Python, e.g. "
+                             "`fm.emulator.start(latency=0.5)` (runtime options apply to a running emulator too).")
+        near = difflib.get_close_matches(words[0], ("start", "stop", "status"), n=1)
+        tip = f" Did you mean `%foundry emulator {near[0]}`?" if near and len(words) == 1 else ""
+        raise UsageError(f"{_USAGE['emulator']}: got {rest!r}.{tip}")
     if name == "history":
         if rest and not rest.startswith("-"):
-            return None
+            raise UsageError(f"{_USAGE['history']}: got {rest!r}.")
         values: dict[str, Any] = {}
         tokens = _split(rest, "history")
         stop = _Parser(HISTORY_OPTIONS, "%foundry history").parse(tokens, values, set())
@@ -422,8 +519,7 @@ def _subcommand(name: str, rest: str) -> LineCommand | None:
     if name == "connect":
         tokens = _split(rest, "connect")
         if not tokens:
-            raise UsageError("`%foundry connect NAME|URL [--model M] [--auth entra|key|none] [--key-env VAR] "
-                             "[--key-header H] [--save NAME]` needs a connection name or an endpoint URL.")
+            raise UsageError(f"{_USAGE['connect']} needs a connection name or an endpoint URL.")
         target, tokens = tokens[0], tokens[1:]
         if target.startswith("-"):
             raise UsageError("Put the connection NAME or URL first: `%foundry connect URL --model M`.")
@@ -432,7 +528,7 @@ def _subcommand(name: str, rest: str) -> LineCommand | None:
         if stop < len(tokens):
             raise UsageError(f"Unexpected {tokens[stop]!r} after the connection; quote URLs that contain spaces.")
         return LineCommand("connect", [target], values)
-    return None
+    raise UsageError(f"Unknown line command {name!r}.")  # pragma: no cover - SUBCOMMANDS and this agree
 
 
 def _line_prompt_with_options(text: str) -> PromptArgs:

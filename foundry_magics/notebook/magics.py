@@ -34,6 +34,7 @@ HELP = """\
 | line magic | what it does |
 |---|---|
 | `%foundry <text>` | a one-line prompt (options first: `%foundry -m M -t 0 Tell me a joke`) |
+| `%foundry -- <text>` | always sends `<text>`, even when it starts with a command word (`%foundry -- help me write a haiku`) |
 | `%foundry connect NAME\\|URL [--model M] [--auth entra\\|key\\|none] [--key-env VAR] [--key-header H] [--save NAME]` | choose (and save) a connection |
 | `%foundry connections` | known connections, current one marked, key present or not |
 | `%foundry picker` | the connection picker widget |
@@ -45,6 +46,10 @@ HELP = """\
 | `%foundry agents` | agents of the current Foundry project: name, version, model, instructions |
 | `%foundry batches` | Batch API jobs recorded here (`--df DF --out COL --batch` submits one): id, status, counts |
 | `%foundry emulator start\\|stop\\|status` | the built-in offline emulator |
+
+A line whose first word is a command above, or a slip of one (`histroy`, `conect`: within two edits,
+one for `use`, `chat`, `help`), is that command: a misspelt or malformed one is refused with "did you mean",
+never sent to the model. `%foundry -- <text>` sends the text as a prompt.
 
 Defaults: `%config FoundryMagics.format = "text"` (also `default_connection`, `stream`, `concurrency`,
 `max_cost`, `cache`, `history`, `timeout`, `max_retries`); `%config FoundryMagics` lists them.
@@ -323,6 +328,8 @@ class FoundryMagics(Magics):
             extra["images"] = args.images[0]
         if args.estimate:
             extra["estimate"] = True
+            if args.sample is not None:  # N requests answered (cached for the run) to forecast it
+                extra["sample"] = args.sample
         if args.batch:  # the Batch API: Ctrl-C leaves the job running; the same cell again re-attaches
             extra["batch"] = True
         if self._max_cost(args) is not None:  # the run stops before its spend could pass it

@@ -13,7 +13,8 @@ from the user's arguments, so an option means the same and is checked the same e
 * `batch=True`: the Batch API (`wait=False` returns the `fm.BatchJob`, whose `result()` later
   gives what the call would have returned); with `max_cost`, a job whose estimate's upper
   bound passes the amount is not submitted;
-* `estimate=True`: the `fm.Estimate` of the run, nothing sent.
+* `estimate=True`: the `fm.Estimate` of the run, nothing sent (`sample=N`: N requests
+  answered to forecast the output, cost and time; they are cached for the run).
 
 `run` hands the `Outcome` (per-distinct values, spread back onto rows by the plan) to the
 front-end's `convert`, which only turns it into its own objects.
@@ -260,8 +261,11 @@ class Operation:
     def _estimate(self, plan: Plan, conn: Any) -> Any:
         from foundry_magics.engine.estimate import estimate_batch
 
-        return estimate_batch(plan.requests(), self.request_spec(conn), connection=conn,
-                              cache=self.options.get("cache", True), batch_api=self.batch)
+        o = self.options
+        sample = o.get("sample")  # sample=N: N requests answered (cached for the run) to forecast it
+        return estimate_batch(plan.requests(), self.request_spec(conn), connection=conn, cache=o.get("cache", True),
+                              batch_api=self.batch, sample=sample, concurrency=o.get("concurrency"),
+                              rpm=o.get("rpm"), tpm=o.get("tpm"), progress=self._progress() if sample else False)
 
     # -- reading the replies -------------------------------------------------------------
 
@@ -402,6 +406,9 @@ class Embed(Operation):
 
     def __init__(self, *, where: str | None = None, **options: Any) -> None:
         super().__init__("{}", where=where or "embed()", **options)
+        if self.options.get("sample") is not None:
+            raise ConfigurationError(f"{self.where} takes no sample=: embeddings have no output tokens, so the "
+                                     "estimate's cost is exact without one.", hint="Leave sample= out.")
 
     def _online(self, plan: Plan, conn: Any, label: str) -> Any:
         from foundry_magics import engine

@@ -10,7 +10,8 @@ Which options a call takes is a set of names from the table below:
 * REQUEST: what shapes one request (single calls and runs alike);
 * RUN: how a run over many rows is sent (concurrency, budgets, cache, progress, `max_cost`: the
   run stops before its spend could pass the amount);
-* MODE: where a run goes (online, the Batch API, an estimate that sends nothing).
+* MODE: where a run goes (online, the Batch API, an estimate that sends nothing - or, with
+  `sample=N`, N requests to forecast the run).
 
 This module imports nothing but `errors` and `defaults`, so the request builders (`rest/`)
 can use it too.
@@ -164,11 +165,12 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "wait": _bool,
     "poll_interval": _number(positive=True, example="60"),
     "estimate": _bool,
+    "sample": _number(integer=True, positive=True, example="20"),  # estimate=True: answer N requests to forecast
 }
 
 REQUEST = frozenset({"system", "model", "connection", "temperature", "max_tokens", "schema", "images", "api"})
 RUN = frozenset({"concurrency", "rpm", "tpm", "cache", "progress", "max_cost"})
-MODE = frozenset({"batch", "wait", "poll_interval", "estimate"})
+MODE = frozenset({"batch", "wait", "poll_interval", "estimate", "sample"})
 EMBED = frozenset({"model", "connection", "dimensions", "cache", "progress", "concurrency", "max_cost", *MODE})
 ROW_OPTIONS = REQUEST | RUN | MODE  # what a DataFrame operation over rows takes
 
@@ -207,4 +209,8 @@ def check(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> dic
     if (wait is not True or poll is not None) and not out.get("batch") and "batch" in allowed:
         raise ConfigurationError("wait= and poll_interval= apply to Batch API jobs only.",
                                  hint="Add batch=True (half the price, results within 24 h), or leave them out.")
+    if out.get("sample") is not None and not out.get("estimate") and "estimate" in allowed:
+        raise ConfigurationError(f"sample= applies to estimates only (got sample={out['sample']} without estimate=True).",
+                                 hint="Add estimate=True: it answers that many requests (cached for the run) to "
+                                      "forecast the output, cost and time; or leave sample= out.")
     return out

@@ -86,7 +86,7 @@ def test_one_line_prompt_and_line_options(ip, conn):
     body = last_body(conn)
     assert body["model"] == "gpt-4.1" and body["temperature"] == 0
     assert body["messages"][-1]["content"] == "Tell me # not a comment"
-    run(ip, "%foundry help me write a haiku")  # a subcommand name followed by words: a prompt
+    run(ip, "%foundry -- help me write a haiku")  # `--`: a prompt, even one that starts with a command word
     assert last_body(conn)["messages"][-1]["content"] == "help me write a haiku"
 
 

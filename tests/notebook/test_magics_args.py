@@ -88,11 +88,20 @@ def test_line_subcommands_and_prompts():
     assert cmd.name == "connect" and cmd.args == ["https://r.openai.azure.com/openai/v1"]
     assert cmd.options == {"model": "m", "auth": "key", "api_key_env": "K", "key_header": "Authorization",
                            "api": "responses", "api_version": "preview", "save": "prod"}
-    # words that do not fit a subcommand make a prompt
+    assert parse_line("Help") == LineCommand("help")  # the command word in any case
+    # a command word followed by what does not fit it is refused (never sent), saying how to send it
     for text in ("help me write a poem", "use a haiku to explain", "history of Rome", "models are fun",
-                 "chat with me", "What's {x}? # not a comment"):
-        p = parse_line(text)
+                 "chat with me", "emulator restart", "emulator start --latency 0.5", "batches extra",
+                 "usage please", "connect a b"):
+        with pytest.raises(UsageError, match="Nothing was sent") as info:
+            parse_line(text)
+        assert info.value.hint.startswith(f"To send the line as a prompt: `%foundry -- {text}`")
+    # `--` always makes a prompt
+    for text in ("help me write a poem", "histroy", "emulator restart", "-m is an option"):
+        p = parse_line(f"-- {text}")
         assert isinstance(p, PromptArgs) and p.prompt == text
+    p = parse_line("What's {x}? # not a comment")
+    assert isinstance(p, PromptArgs) and p.prompt == "What's {x}? # not a comment"
 
 
 def test_one_line_prompt_with_leading_options():
@@ -147,3 +156,65 @@ def test_reply_helpers_json_and_code():
     assert interpret_json('{"a": 1}', schema)[2] == ["$.a: expected string, got int"]
     assert extract_code("Sure:\n```python\ndef f():\n    return {}\n```\nDone.") == "def f():\n    return {}"
     assert extract_code("x = 1") == "x = 1"
+
+
+def test_line_command_refusals_say_what_fits():
+    with pytest.raises(UsageError, match=r"emulator \[start\|stop\|status\]`: got 'restart'. Did you mean "
+                                         r"`%foundry emulator start`\?"):
+        parse_line("emulator restart")
+    with pytest.raises(UsageError, match=r"emulator start` takes no options.*fm.emulator.start\(latency=0.5\)"):
+        parse_line("emulator start --latency 0.5")
+    with pytest.raises(UsageError, match="`%foundry batches` takes nothing after it"):
+        parse_line("batches extra")
+    with pytest.raises(UsageError, match="takes one model name"):
+        parse_line("use gpt-4o please")
+
+
+@pytest.mark.parametrize("line, meant", [
+    ("histroy", "history"), ("conect emulator", "connect"), ("conect", "connect"), ("hisory -n 3", "history"),
+    ("emulater start", "emulator"), ("emualtor", "emulator"), ("modles", "models"), ("usgae", "usage"),
+    ("conections", "connections"), ("agnets", "agents"), ("batchs", "batches"), ("pikcer", "picker"),
+    ("conect https://x.openai.azure.com/openai/v1 --model m", "connect"),
+    ("conect emulator --latncy 2", "connect"),  # an option in the line: plainly a command
+    ("hlep", "help"), ("chta", "chat"), ("caht reset trip", "chat"), ("ues gpt-4o", "use"),
+    ("us gpt-4o", "use"), ("us", "use"), ("HISTROY", "history"),
+])
+def test_a_misspelt_command_is_refused_with_did_you_mean(line, meant):
+    with pytest.raises(UsageError, match=f"Did you mean `%foundry {meant}`") as info:
+        parse_line(line)
+    assert "Nothing was sent" in str(info.value)
+    assert info.value.hint.startswith(f"To send the line as a prompt: `%foundry -- {line}`")
+
+
+@pytest.mark.parametrize("line", [
+    "hello there", "hello", "explain X", "explain the history of Rome", "what is X", "What is a notebook?",
+    "the cat", "us and them", "Correct the grammar: me go home", "Model the data as a graph",
+    "histroy of Rome",  # a slip of a command followed by prose: prose
+    "Tell me a joke", "helpful tips for notebooks", "chatting is fun", "user stories for a login page",
+    "summarize: the meeting", "connection pooling in Python", "agentic workflows explained",
+])
+def test_a_prompt_whose_first_word_is_far_from_a_command_is_sent(line):
+    p = parse_line(line)
+    assert isinstance(p, PromptArgs) and p.prompt == line
+
+
+def test_the_edit_boundary_for_short_and_long_commands():
+    from foundry_magics.notebook.magic_args import SHORT_COMMAND, edits, near_commands
+
+    assert edits("histroy", "history") == 1 and edits("conect", "connect") == 1 and edits("hello", "help") == 2
+    assert edits("", "use") == 3 and edits("abc", "abc") == 0 and edits("ca", "abc") == 3
+    # commands of SHORT_COMMAND letters or fewer (use, chat, help): one edit; everyday words two
+    # edits away (`the`, `she` from use; `hello`, `her` from help; `hat` is one from chat) are not slips
+    assert SHORT_COMMAND == 4
+    assert near_commands("us") == ["use"] and near_commands("ues") == ["use"]
+    assert near_commands("the") == [] and near_commands("she") == [] and near_commands("hello") == []
+    assert near_commands("her") == [] and near_commands("hat") == ["chat"]
+    # longer commands: two edits
+    assert near_commands("hstroy") == ["history"] and near_commands("emultr") == ["emulator"]
+    assert near_commands("histories") == [] and near_commands("mystery") == []
+    assert near_commands("history") == []  # a command itself is not a slip
+    # a one-word line near a short command is refused; followed by prose it is sent
+    with pytest.raises(UsageError, match="Did you mean `%foundry use`"):
+        parse_line("us")
+    assert parse_line("us and them").prompt == "us and them"
+    assert parse_line("the").prompt == "the"

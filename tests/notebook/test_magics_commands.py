@@ -94,6 +94,65 @@ def test_dataframe_mode_dispatch(ip, emu):
     assert sorted(sent) == ["Summarize in a short way: I hate it", "Summarize in a short way: I love it"]
 
 
+def test_misspelt_or_malformed_line_commands_send_nothing(ip, emu):
+    from foundry_magics import emulator
+
+    connect(ip, emu.url)
+    sent = emu.stats()["requests"]
+    for line, said in [
+        ("histroy", "Did you mean `%foundry history`?"),
+        ("conect emulator", "Did you mean `%foundry connect`?"),
+        ("emulator restart", "Did you mean `%foundry emulator start`?"),
+        ("emulator start --latency 0.5", "fm.emulator.start(latency=0.5)"),
+        ("batches extra", "`%foundry batches` takes nothing after it"),
+        ("help me write a haiku", "`%foundry help` takes nothing after it"),
+        ("us gpt-4o", "Did you mean `%foundry use`?"),
+    ]:
+        ran = run(ip, f"%foundry {line}")
+        text = ran.everything
+        assert said in text and "Nothing was sent" in text, (line, text)
+        assert f"%foundry -- {line}" in text and "Traceback" not in text, (line, text)
+        assert emu.stats()["requests"] == sent, f"%foundry {line} sent something"
+    assert not emulator.status().get("running"), "`emulator restart` / `start --latency` started the emulator"
+    # `--` sends the line as it is; a prompt far from any command is sent as before
+    for line, prompt in [("-- histroy", "histroy"), ("-- help me write a haiku", "help me write a haiku"),
+                         ("hello there", "hello there"), ("explain the history of Rome", "explain the history of Rome"),
+                         ("what is X", "what is X")]:
+        ran = run(ip, f"%foundry {line}")
+        assert ran.result.error_in_exec is None, ran.everything
+        assert bodies(emu, "/chat/completions")[-1]["messages"][-1]["content"] == prompt
+    assert emu.stats()["requests"] == sent + 5
+
+
+def test_help_says_how_line_commands_and_prompts_are_told_apart(ip):
+    text = run(ip, "%foundry help").everything
+    assert "%foundry -- <text>" in text and "did you mean" in text and "never sent" in text
+    assert "--sample N" in text and "--estimate" in text
+
+
+def test_dataframe_estimate_with_a_sample(ip, emu):
+    import pandas as pd
+
+    from foundry_magics.engine.estimate import Estimate
+
+    connect(ip, emu.url)
+    ip.user_ns["reviews"] = pd.DataFrame({"text": [f"review {i}: " + "good " * (i % 17) for i in range(40)]})
+    sent = emu.stats()["requests"]
+    for cell, said in [("--df reviews --out s --sample 3", "--sample N goes with --estimate"),
+                       ("--df reviews --estimate --sample 0", "sample must be a positive whole number"),
+                       ("--df reviews --estimate --sample x", "--sample needs a whole number"),
+                       ("--sample 3", "only applies in DataFrame mode")]:
+        assert said in run(ip, f"%%foundry {cell}\nSummarize: {{text}}").everything, cell
+    assert emu.stats()["requests"] == sent
+    ran = run(ip, "%%foundry --df reviews --estimate --sample 5\nSummarize: {text}")
+    assert ran.result.error_in_exec is None, ran.everything
+    est = ran.value
+    assert isinstance(est, Estimate) and est.sent == 5 == emu.stats()["requests"] - sent
+    assert est.to_send == 35 and est.forecast.answered == 5
+    assert "sent 5 requests" in ran.everything and "output tokens (forecast)" in ran.everything
+    assert list(ip.user_ns["reviews"].columns) == ["text"]  # an estimate writes no column
+
+
 def test_dataframe_mode_errors(ip):
     ran = run(ip, "%%foundry --df missing --out col\n{text}")
     assert "no variable named 'missing'" in ran.everything

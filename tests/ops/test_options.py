@@ -135,3 +135,21 @@ def test_single_calls_refuse_run_options_and_misspellings_the_same_way(emu):
 
     asyncio.run(go())
     assert emu.stats()["requests"] == before
+
+
+def test_sample_is_a_positive_whole_number_that_goes_with_estimate_only():
+    from foundry_magics.ops.options import REQUEST, ROW_OPTIONS, check
+
+    assert check({"estimate": True, "sample": 20}, ROW_OPTIONS, "prompt()") == {"estimate": True, "sample": 20}
+    assert check({"estimate": True, "sample": 20.0}, ROW_OPTIONS, "prompt()")["sample"] == 20
+    assert check({"estimate": True, "sample": None}, ROW_OPTIONS, "prompt()")["sample"] is None
+    for bad in (0, -1, 2.5, "20", True, float("nan")):
+        with pytest.raises(ConfigurationError, match="sample must be a positive whole number") as info:
+            check({"estimate": True, "sample": bad}, ROW_OPTIONS, "prompt()")
+        assert "sample=20" in info.value.hint
+    with pytest.raises(ConfigurationError, match="sample= applies to estimates only"):
+        check({"sample": 20}, ROW_OPTIONS, "prompt()")
+    with pytest.raises(ConfigurationError, match="sample= applies to estimates only"):
+        check({"sample": 20, "estimate": False}, ROW_OPTIONS, "prompt()")
+    with pytest.raises(ConfigurationError, match="unknown option sample="):  # single calls send one request
+        check({"sample": 20}, REQUEST, "FoundryClient.chat()")
