@@ -90,6 +90,7 @@ class CallRecord:
     error: str | None = None
     interrupted: bool = False
     started: float = field(default_factory=time.time)
+    counted: bool = False  # already in the session's usage (`fm.usage()`): the client counted it
 
 
 def _number(value: Any, name: str, kind: type, example: str) -> Any:
@@ -134,6 +135,11 @@ def _known_options(builder: Callable[..., Any], kwargs: Mapping[str, Any], where
 
 
 class BaseClient:
+    # Every finished chat / Responses call is counted in the session's usage (`fm.usage()`,
+    # `%foundry usage`), whoever made it. The engine's clients set this False: a run is counted
+    # once, as its report (rows, cache hits, tokens), not once per request as well.
+    count_usage: bool = True
+
     def __init__(
         self,
         conn: Connection | str | None = None,
@@ -591,10 +597,17 @@ class BaseClient:
 
     def _record(self, op: str, body: dict[str, Any], reply: Reply | None, latency: float,
                 error: BaseException | None = None, interrupted: bool = False) -> None:
-        if self.on_record is None:
+        if self.on_record is None and not self.count_usage:
             return
         rec = CallRecord(op, self.connection.label, (reply.model if reply else None) or body.get("model"),
                          body, reply, latency, error=describe(error) or None, interrupted=interrupted)
+        if self.count_usage:
+            from foundry_magics.store.usage import record_call  # the core's own count: no face needed
+
+            record_call(rec)
+            rec.counted = True
+        if self.on_record is None:
+            return
         try:
             self.on_record(rec)
         except Exception:  # a broken hook must never break a call

@@ -9,7 +9,15 @@ import textwrap
 
 import pytest
 
-from foundry_magics.store.cache import CachedReply, MemoryCache, ResponseCache, cache_path, request_key, route_identity
+from foundry_magics.store.cache import (
+    MIGRATIONS,
+    CachedReply,
+    MemoryCache,
+    ResponseCache,
+    cache_path,
+    request_key,
+    route_identity,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,7 +61,7 @@ def test_roundtrip_pending_and_flushed(fm_home):
     c.close()
     again = ResponseCache()
     assert again.count() == 1000
-    assert again.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert again.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     again.clear()
     assert again.count() == 0
