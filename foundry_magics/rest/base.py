@@ -613,6 +613,20 @@ class BaseClient:
         except Exception:  # a broken hook must never break a call
             log.exception("on_record hook failed")
 
+    def _count_embeddings(self, body: dict[str, Any], data: Any, t0: float) -> None:
+        """One embeddings request that answered: counted in the session's usage as a call (its
+        input tokens from the reply's `usage`). The engine's clients do not (`count_usage`)."""
+        if not self.count_usage:
+            return
+        usage = Usage.from_api(data.get("usage") if isinstance(data, dict) else None)
+        model = (data.get("model") if isinstance(data, dict) else None) or body.get("model") or self.connection.model
+        reply = Reply(text="", model=model, usage=usage, connection=self.connection.label)
+        rec = CallRecord("embeddings", self.connection.label, model, {k: v for k, v in body.items() if k != "input"},
+                         reply, time.perf_counter() - t0, counted=True)
+        from foundry_magics.store.usage import record_call
+
+        record_call(rec)
+
     def _check_deadline(self, policy: RetryPolicy, route: Route) -> None:
         if policy.remaining() <= 0:
             raise FoundryTimeoutError(
