@@ -292,6 +292,8 @@ class BatchJob:
         if self._call is not None:
             self._call.in_tokens += tokens[0]
             self._call.out_tokens += tokens[1]
+            self._call.cached_tokens = getattr(self._call, "cached_tokens", 0) + tokens[2]
+            self._call.reasoning_tokens = getattr(self._call, "reasoning_tokens", 0) + tokens[3]
 
     def missing_reason(self) -> str:
         status = self.status

@@ -35,8 +35,9 @@ _LOOKUP = 5_000  # cache keys looked up at a time when assembling a result
 
 
 def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: str | None,
-            part: dict[str, Any]) -> tuple[int, int]:
-    """Collect one ended part; returns the (input, output) tokens its replies used."""
+            part: dict[str, Any]) -> tuple[int, int, int, int]:
+    """Collect one ended part; returns the (input, output, cached input, reasoning) tokens its
+    replies used (the last two are parts of the first two, as the service counts them)."""
     import httpx
 
     from foundry_magics.rest.batches import output_line
@@ -45,7 +46,7 @@ def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: st
     status = part["status"]
     seen: set[bytes] = set()
     reasons: dict[bytes, str] = {}
-    tokens = [0, 0]
+    tokens = [0, 0, 0, 0]
     stub = httpx.Response(200)  # the online parser reads headers for request ids: a batch line has none
     for file_id in (part.get("output_file_id"), part.get("error_file_id")):  # both hold either kind of line
         if not file_id:
@@ -75,15 +76,18 @@ def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: st
                     usage = value.usage
                     tokens[0] += usage.input_tokens
                     tokens[1] += usage.output_tokens
+                    tokens[2] += usage.cached_input_tokens
+                    tokens[3] += usage.reasoning_tokens
                     cache.put(key, op, CachedReply(value.text, value.finish_reason, usage.input_tokens,
-                                                   usage.output_tokens, value.model))
+                                                   usage.output_tokens, value.model, usage.cached_input_tokens,
+                                                   usage.reasoning_tokens))
                     reasons.pop(key, None)
                 if cache.pending >= _FLUSH:
                     cache.flush()
         except FoundryError:
             fresh = store.parts(job_id)
             if any(p["part"] == part["part"] and p["collected"] for p in fresh):
-                return (0, 0)  # another kernel collected it (and deleted the files) meanwhile
+                return (0, 0, 0, 0)  # another kernel collected it (and deleted the files) meanwhile
             raise
     cache.flush()
     missing = _missing_reason(status, part, op)
@@ -95,7 +99,7 @@ def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: st
             client.delete(file_id)
     log.info("collected part %s of %s (%s): %d lines, %d failed", part["part"], job_id, status, len(seen),
              len(reasons))
-    return tokens[0], tokens[1]
+    return tokens[0], tokens[1], tokens[2], tokens[3]
 
 
 def _key(custom_id: Any) -> bytes | None:
@@ -168,7 +172,8 @@ def assemble(call: "Call", job: "BatchJob") -> BatchResult:
         rows=src.total_rows, done=done, na_rows=src.na_rows, unique=src.size,
         dedup_saved=max(0, src.total_rows - src.na_rows - src.size) + call.dedup,
         cache_hits=call.cache_hits, requests=call.submitted, input_tokens=call.in_tokens,
-        output_tokens=call.out_tokens, seconds=time.monotonic() - call.started, failed=failed,
+        output_tokens=call.out_tokens, cached_input_tokens=getattr(call, "cached_tokens", 0),
+        reasoning_tokens=getattr(call, "reasoning_tokens", 0), seconds=time.monotonic() - call.started, failed=failed,
         not_sent=max(0, src.total_rows - src.na_rows - done - failed), stopped=stopped, model=src.model,
         connection=call.client.connection.label, operation=src.op,
     )

@@ -1,10 +1,25 @@
 """Routing, auth, api-version checks, rate limits, faults, directives and stats.
 
 ``App.handle(request) -> Reply`` is synchronous and cheap; the server does the waiting.
+
+Usage, as Azure reports it (`usage` of every chat / Responses reply, streamed or not, and of
+Batch API result lines):
+
+* prompt tokens: the prompt's characters / 4 (`brain.count_tokens`), completion tokens: the
+  reply's words (one stream token each) plus the reasoning tokens;
+* cached tokens (a part of the prompt tokens): when a prompt of at least 1,024 tokens starts
+  with a prefix this emulator already saw in its life (for the same model: the same system
+  prompt and the same start of the messages), that shared prefix, rounded down to a multiple
+  of 128 tokens (`PrefixCache`); 0 the first time;
+* reasoning tokens (a part of the completion tokens): for reasoning models (names starting
+  o1, o3, o4, ..., gpt-5, but not gpt-5-chat), 64 x (1 + crc32(prompt) mod 8): 64 to 512, the
+  same for the same prompt (`brain.reasoning_tokens`). They come first within max_tokens: a
+  cap smaller than reasoning + reply cuts the visible reply (finish "length").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -26,6 +41,41 @@ CONTEXT_WINDOW = 128_000
 OPTIONS = frozenset(DEFAULTS)  # the table in options.py
 
 
+class PrefixCache:
+    """Azure's prompt caching, emulated: digests of every prompt prefix of 1,024 tokens or more,
+    at 128-token boundaries (512 characters), per model. `cached(model, prompt)` is the longest
+    such prefix seen before (0 if none), and remembers this prompt's prefixes. Deterministic:
+    it depends only on the prompts sent before, in order."""
+
+    MAX = 200_000  # prefixes remembered; past it the cache starts afresh (as a real one evicts)
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+
+    def cached(self, model: str | None, prompt: str) -> int:
+        block = brain.CACHE_BLOCK * brain.CHARS_PER_TOKEN
+        first = brain.CACHE_MIN // brain.CACHE_BLOCK
+        blocks = len(prompt) // block
+        if blocks < first:
+            return 0
+        h = hashlib.blake2b((model or "").encode("utf-8", "surrogatepass") + b"\0", digest_size=16)
+        cached, hit, new = 0, True, []
+        for b in range(blocks):
+            h.update(prompt[b * block:(b + 1) * block].encode("utf-8", "surrogatepass"))
+            if b + 1 < first:
+                continue
+            d = h.digest()  # (does not end the hash: the next block goes on from here)
+            if hit and d in self.seen:
+                cached = (b + 1) * brain.CACHE_BLOCK
+            else:
+                hit = False
+                new.append(d)
+        if len(self.seen) + len(new) > self.MAX:
+            self.seen.clear()
+        self.seen.update(new)
+        return cached
+
+
 class App:
     def __init__(self, **options: Any) -> None:
         self.opts: dict[str, Any] = dict(DEFAULTS)
@@ -37,6 +87,7 @@ class App:
         self.store: OrderedDict[str, dict] = OrderedDict()
         self.store_max = 10_000
         self.reply_cache: dict[tuple, tuple[str, list[str]]] = {}
+        self.prefixes = PrefixCache()  # prompt caching: lives as long as the emulator (not reset with stats)
         self.requests: deque = deque(maxlen=1000)
         self.on_shutdown = None
         self._routes: dict[str, Route | None] = {}
@@ -79,6 +130,8 @@ class App:
         self.faults_hit: dict[str, int] = {}
         self.tok_prompt = 0
         self.tok_completion = 0
+        self.tok_cached = 0
+        self.tok_reasoning = 0
         self.bodies: set[int] = set()
         self.max_in_flight = self.in_flight
         self.total_conns = self.open_conns
@@ -94,7 +147,8 @@ class App:
         return {
             "requests": self.n_requests, "by_route": dict(self.by_route), "by_status": dict(self.by_status),
             "tokens": {"prompt": self.tok_prompt, "completion": self.tok_completion,
-                       "total": self.tok_prompt + self.tok_completion},
+                       "total": self.tok_prompt + self.tok_completion,
+                       "cached": self.tok_cached, "reasoning": self.tok_reasoning},
             "faults": dict(self.faults_hit), "distinct_bodies": len(self.bodies),
             "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
             "connections": {"open": self.open_conns, "total": self.total_conns},
@@ -381,6 +435,31 @@ class App:
         self.reply_cache[key] = hit
         return hit
 
+    def usage_of(self, job: dict, text: str, toks: list[str], ptoks: int,
+                 filtered: bool) -> tuple[str, list[str], str, tuple[int, int, int, int]]:
+        """(text, stream tokens, finish reason, (prompt, completion, cached, reasoning) tokens) of
+        a generated reply, counted (see the module doc), within max_tokens; remembers the prompt's
+        prefixes for the prompt caching of later requests."""
+        finish = "stop"
+        reasoning = brain.reasoning_tokens(job["model"], job["prompt"])
+        mt = job["max_tokens"]
+        if filtered:
+            toks = toks[: max(1, len(toks) // 2)]
+            finish = "content_filter"
+        elif mt is not None and len(toks) + reasoning > mt:
+            reasoning = min(reasoning, mt)  # the reasoning comes first; the reply gets what is left
+            toks = toks[: mt - reasoning]
+            finish = "length"
+        if finish != "stop":
+            text = "".join(toks)
+        cached = min(ptoks, self.prefixes.cached(job["model"], job["prompt"]))
+        ctoks = len(toks) + reasoning
+        self.tok_prompt += ptoks
+        self.tok_completion += ctoks
+        self.tok_cached += cached
+        self.tok_reasoning += reasoning
+        return text, toks, finish, (ptoks, ctoks, cached, reasoning)
+
     def _generate(self, req: Request, job: dict, dirs: dict, ptoks: int, rl_headers: list, delay: float) -> Reply:
         o = self.opts
         text, toks = self._reply_for(job)
@@ -388,21 +467,10 @@ class App:
         if job.get("agent"):
             text, tool_items, annotations = agents.agent_reply(job, text)
             toks = brain.tokens(text)
-        finish = "stop"
         filtered = "filter_completion" in dirs
-        mt = job["max_tokens"]
-        if filtered:
-            toks = toks[: max(1, len(toks) // 2)]
-            finish = "content_filter"
-        elif mt is not None and len(toks) > mt:
-            toks = toks[:mt]
-            finish = "length"
-        if finish != "stop":
-            text = "".join(toks)
-        ctoks = len(toks)
+        text, toks, finish, usage = self.usage_of(job, text, toks, ptoks, filtered)
+        ctoks = usage[1]
         self.gateway.consume(o, req, ptoks + ctoks)
-        self.tok_prompt += ptoks
-        self.tok_completion += ctoks
         self.bodies.add(hash(req.body))
         stream = job["stream"]
         cut = stream and ("stream_cut" in dirs or self.faults.hit(o["stream_cut_rate"]))
@@ -410,12 +478,12 @@ class App:
             self._fault("stream_cut")
         if job["api"] == "chat":
             if not stream:
-                body = shapes.chat_completion(job["model"], text, finish, (ptoks, ctoks), filtered=filtered)
+                body = shapes.chat_completion(job["model"], text, finish, usage, filtered=filtered)
                 if "stream_cut" in dirs:
                     return Reply(200, [JSON_CT] + rl_headers, body, delay=delay, cut_after=0)
                 return Reply(200, [JSON_CT] + rl_headers, body, delay=delay, slow_body=o["slow_body"])
             chunks = shapes.chat_chunks(job["model"], toks, finish,
-                                        (ptoks, ctoks) if job["include_usage"] else None, filtered=filtered)
+                                        usage if job["include_usage"] else None, filtered=filtered)
             return Reply(200, SSE_HEADERS + rl_headers, chunks=chunks, delay=delay, chunk_delay=self._pace(len(chunks)),
                          cut_after=(2 + max(1, len(toks) // 2)) if cut else None)
         # Responses API
@@ -427,7 +495,7 @@ class App:
         elif finish == "content_filter":
             status, incomplete = "incomplete", "content_filter"
         resp = shapes.response_object(
-            rid, job["model"], text, status=status, incomplete=incomplete, usage=(ptoks, ctoks),
+            rid, job["model"], text, status=status, incomplete=incomplete, usage=usage,
             instructions=job["instructions"], previous=job["previous"], max_output=job["max_tokens"],
             fmt=job["fmt"], store=job["store"], msg_id=shapes.new_id("msg_"), created=int(time.time()),
             metadata=job["metadata"])

@@ -409,21 +409,11 @@ class BatchesAPI:
             return True, self._out(cid, 200, shapes.embeddings_body(job["model"], job["texts"], job["dims"],
                                                                     job["b64"]))
         text, toks = app._reply_for(job)
-        finish = "stop"
         filtered = "filter_completion" in dirs
-        mt = job["max_tokens"]
-        if filtered:
-            toks, finish = toks[: max(1, len(toks) // 2)], "content_filter"
-        elif mt is not None and len(toks) > mt:
-            toks, finish = toks[:mt], "length"
-        if finish != "stop":
-            text = "".join(toks)
         ptoks = max(1, brain.count_tokens(job["prompt"]))
-        ctoks = len(toks)
-        app.tok_prompt += ptoks
-        app.tok_completion += ctoks
+        text, toks, finish, usage = app.usage_of(job, text, toks, ptoks, filtered)  # as online (app.py)
         if endpoint == "/chat/completions":
-            out = shapes.chat_completion(job["model"], text, finish, (ptoks, ctoks), filtered=filtered)
+            out = shapes.chat_completion(job["model"], text, finish, usage, filtered=filtered)
         else:
             status, incomplete = "completed", None
             if finish == "length":
@@ -432,7 +422,7 @@ class BatchesAPI:
                 status, incomplete = "incomplete", "content_filter"
             out = shapes.dumps(shapes.response_object(
                 shapes.new_id("resp_"), job["model"], text, status=status, incomplete=incomplete,
-                usage=(ptoks, ctoks), instructions=job["instructions"], previous=job["previous"],
+                usage=usage, instructions=job["instructions"], previous=job["previous"],
                 max_output=job["max_tokens"], fmt=job["fmt"], store=False, msg_id=shapes.new_id("msg_"),
                 created=int(time.time()), metadata=job["metadata"]))
         return True, self._out(cid, 200, out)

@@ -89,6 +89,27 @@ def count_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+# Prompt caching, as Azure does it: a prompt of at least CACHE_MIN tokens whose prefix was seen
+# before has that prefix cached, counted in blocks of CACHE_BLOCK tokens (CHARS_PER_TOKEN chars each).
+CACHE_MIN = 1024
+CACHE_BLOCK = 128
+CHARS_PER_TOKEN = 4
+_REASONING_MODEL = re.compile(r"^(?:o[1-9](?:-|$)|gpt-5(?!.*-chat))")
+
+
+def is_reasoning_model(model: str | None) -> bool:
+    """o1, o3, o4-mini, gpt-5, gpt-5-mini, ... (not gpt-5-chat): models that think before answering."""
+    return bool(_REASONING_MODEL.match((model or "").lower().rsplit("/", 1)[-1]))
+
+
+def reasoning_tokens(model: str | None, prompt: str) -> int:
+    """A reasoning model's hidden reasoning tokens for `prompt`: 64 x (1 + crc32(prompt) mod 8),
+    so between 64 and 512, the same every time for the same prompt; 0 for other models."""
+    if not is_reasoning_model(model):
+        return 0
+    return 64 * (1 + h32(prompt) % 8)
+
+
 def strip_directives(text: str) -> str:
     if "#emulator:" not in text:
         return text

@@ -125,9 +125,12 @@ def responses_job(body: dict, model: str, store: Any) -> dict:
     fmt = text_opt.get("format") if isinstance(text_opt.get("format"), dict) else None
     mode = fmt.get("type", "text") if fmt else "text"
     schema = (fmt.get("schema") if isinstance(fmt.get("schema"), dict) else {}) if mode == "json_schema" else None
+    # What the service counts as input: the instructions, then the input items (as chat's system
+    # message comes first), so that prompt tokens and prompt caching see the instructions too.
     prompt = "\n".join(texts)
+    billed = "\n".join([instructions, *texts]) if isinstance(instructions, str) and instructions else prompt
     return {
-        "api": "responses", "model": model, "prompt": prompt, "last": users[-1] if users else prompt,
+        "api": "responses", "model": model, "prompt": billed, "last": users[-1] if users else prompt,
         "system": "\n".join(system_parts), "turn": turn, "first": first,
         "max_tokens": int_param(body, "max_output_tokens"), "mode": mode, "schema": schema,
         "stream": bool(body.get("stream")), "instructions": instructions, "previous": prev_id,

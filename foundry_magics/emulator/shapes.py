@@ -114,19 +114,27 @@ _CHAT_COMPLETION = (
     + _template(_dumps(FINGERPRINT))
     + ',"choices":[{"index":0,"finish_reason":%s,"logprobs":null,"message":{"role":"assistant","content":%s,'
     '"refusal":null,"annotations":[]},"content_filter_results":%s}],"usage":{"prompt_tokens":%d,'
-    '"completion_tokens":%d,"total_tokens":%d,"prompt_tokens_details":{"cached_tokens":0},'
-    '"completion_tokens_details":{"reasoning_tokens":0}},"prompt_filter_results":'
+    '"completion_tokens":%d,"total_tokens":%d,"prompt_tokens_details":{"cached_tokens":%d},'
+    '"completion_tokens_details":{"reasoning_tokens":%d}},"prompt_filter_results":'
     + _template(_J_PROMPT_FILTER_RESULTS) + "}")
 
 
-def chat_completion(model: str, content: str, finish: str, usage: tuple[int, int], *, filtered: bool = False) -> bytes:
-    p, c = usage
+def _usage(usage: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """(prompt, completion, cached, reasoning) from (prompt, completion[, cached[, reasoning]]);
+    cached tokens are a part of the prompt's, reasoning tokens a part of the completion's."""
+    p, c, *rest = usage
+    return p, c, (rest[0] if rest else 0), (rest[1] if len(rest) > 1 else 0)
+
+
+def chat_completion(model: str, content: str, finish: str, usage: tuple[int, ...], *,
+                    filtered: bool = False) -> bytes:
+    p, c, cached, reasoning = _usage(usage)
     return (_CHAT_COMPLETION % (
         new_id("chatcmpl-"), int(time.time()), _dumps(model), _dumps(finish), _dumps(content),
-        _J_COMPLETION_HIT if filtered else _J_COMPLETION_OK, p, c, p + c)).encode()
+        _J_COMPLETION_HIT if filtered else _J_COMPLETION_OK, p, c, p + c, cached, reasoning)).encode()
 
 
-def chat_chunks(model: str, toks: list[str], finish: str, usage: tuple[int, int] | None, *,
+def chat_chunks(model: str, toks: list[str], finish: str, usage: tuple[int, ...] | None, *,
                 filtered: bool = False) -> list[bytes]:
     """SSE events (already framed as 'data: ...\\n\\n') in Azure's order."""
     tail = ('],"created":%d,"id":%s,"model":%s,"object":"chat.completion.chunk","system_fingerprint":"%s"}'
@@ -143,9 +151,10 @@ def chat_chunks(model: str, toks: list[str], finish: str, usage: tuple[int, int]
              '"content_filter_results":%s,"finish_reason":null,"index":0}' % (total, _J_COMPLETION_HIT if filtered else _J_COMPLETION_OK))
     out.append((annot + tail + "\n\n").encode())
     if usage is not None:
-        p, c = usage
+        p, c, cached, reasoning = _usage(usage)
         u = _dumps({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
-                    "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}})
+                    "prompt_tokens_details": {"cached_tokens": cached},
+                    "completion_tokens_details": {"reasoning_tokens": reasoning}})
         out.append(("data: {\"choices\":[" + tail[:-1] + ',"usage":' + u + "}\n\n").encode())
     out.append(b"data: [DONE]\n\n")
     return out
@@ -154,9 +163,9 @@ def chat_chunks(model: str, toks: list[str], finish: str, usage: tuple[int, int]
 # --------------------------------------------------------------------------- Responses API
 
 def response_object(rid: str, model: str, text: str, *, status: str, incomplete: str | None,
-                    usage: tuple[int, int], instructions: Any, previous: str | None, max_output: Any,
+                    usage: tuple[int, ...], instructions: Any, previous: str | None, max_output: Any,
                     fmt: Any, store: bool, msg_id: str, created: int, metadata: Any = None) -> dict:
-    p, c = usage
+    p, c, cached, reasoning = _usage(usage)
     return {
         "id": rid, "object": "response", "created_at": created, "status": status, "background": False,
         "error": None, "incomplete_details": {"reason": incomplete} if incomplete else None,
@@ -170,8 +179,8 @@ def response_object(rid: str, model: str, text: str, *, status: str, incomplete:
         "reasoning": {"effort": None, "summary": None}, "store": store, "temperature": 1.0,
         "text": {"format": fmt or {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
         "truncation": "disabled",
-        "usage": {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": c,
-                  "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": p + c},
+        "usage": {"input_tokens": p, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": c,
+                  "output_tokens_details": {"reasoning_tokens": reasoning}, "total_tokens": p + c},
         "user": None, "metadata": metadata or {},
     }
 

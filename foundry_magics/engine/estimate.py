@@ -118,10 +118,6 @@ class Estimate:
     connection: str | None = None
     operation: str = "chat"
     batch: bool = False  # priced for the Batch API
-    currency: str = "USD"
-    input_cost: float | None = None  # of the input tokens; None: no price known for the model
-    max_cost: float | None = None  # input + every output cap used up; None when uncapped or unpriced
-    online_max_cost: float | None = None  # the same without the Batch API (batch=True only)
     notes: list[str] = field(default_factory=list)
     sample: int | None = None  # sample=N asked for
     forecast: Forecast | None = None  # what the sample measured and forecasts (sample=N only)
@@ -232,6 +228,47 @@ class Estimate:
         except Exception:  # noqa: BLE001
             return None
 
+    # The costs (input_cost, max_cost, online_max_cost) and the currency are properties, priced
+    # when read or shown, from the prices known then: `fm.set_prices` after the estimate prices it.
+
+    def _priced(self, input_tokens: int, output_tokens: int, *, batch: bool) -> float | None:
+        from foundry_magics.store.prices import cost
+
+        if self.model is None:
+            return None
+        try:
+            return cost(self.model, input_tokens, output_tokens, batch=batch)
+        except Exception:  # noqa: BLE001 - pricing never breaks an estimate
+            return None
+
+    @property
+    def currency(self) -> str:
+        from foundry_magics.store.prices import currency
+
+        try:
+            return currency()
+        except Exception:  # noqa: BLE001
+            return "USD"
+
+    @property
+    def input_cost(self) -> float | None:
+        """Of the input tokens; None: no price known for the model."""
+        return self._priced(self.input_tokens, 0, batch=self.batch)
+
+    @property
+    def max_cost(self) -> float | None:
+        """Input + every output cap used up; None when uncapped or unpriced."""
+        if self.max_output_tokens is None and self.operation != "embeddings":
+            return None
+        return self._priced(self.input_tokens, self.max_output_tokens or 0, batch=self.batch)
+
+    @property
+    def online_max_cost(self) -> float | None:
+        """The same without the Batch API (batch=True only)."""
+        if not self.batch or (self.max_output_tokens is None and self.operation != "embeddings"):
+            return None
+        return self._priced(self.input_tokens, self.max_output_tokens or 0, batch=False)
+
     @property
     def requests(self) -> int:
         """The requests the run would send (= to_send)."""
@@ -241,10 +278,18 @@ class Estimate:
     def priced(self) -> bool:
         return self.input_cost is not None
 
-    def _cost(self, value: float | None) -> str:
+    def _cost(self, value: float | None, cur: str | None = None) -> str:
         from foundry_magics.store.prices import format_cost
 
-        return format_cost(value, self.currency)
+        return format_cost(value, cur or self.currency)
+
+    def _unpriced(self) -> str:
+        from foundry_magics.store.prices import problem
+
+        why = problem(short=True)
+        if why:
+            return f"unknown: {why} (see the warning; fix or delete the file)"
+        return f"unknown: no price for {self.model or 'this model'} (fm.set_prices({{...}}) or prices.toml)"
 
     def _rows(self) -> list[tuple[str, str]]:
         dedup = max(0, self.rows - self.na_rows - self.distinct)
@@ -268,20 +313,20 @@ class Estimate:
                 cap = f"{self.output_cap:,} per request, {self.max_output_tokens or 0:,} in all"
             rows.append(("output cap", cap))
         rows.append(("model", f"{self.model or '?'}" + (f" on {self.connection}" if self.connection else "")))
-        if not self.priced:
-            rows.append(("cost", f"unknown: no price for {self.model or 'this model'} "
-                                 "(fm.set_prices({...}) or prices.toml)"))
+        input_cost, max_cost, online_max_cost = self.input_cost, self.max_cost, self.online_max_cost  # priced now
+        if input_cost is None:
+            rows.append(("cost", self._unpriced()))
         else:
             label = "cost at the Batch API price" if self.batch else "cost"
-            if self.operation == "embeddings" or self.max_cost is not None:
-                top = self.max_cost if self.max_cost is not None else self.input_cost
+            if self.operation == "embeddings" or max_cost is not None:
+                top = max_cost if max_cost is not None else input_cost
                 what = "input" if self.operation == "embeddings" else "input, at most (every output cap used up)"
-                rows.append((label, f"{self._cost(top)} ({what}); input alone {self._cost(self.input_cost)}"
+                rows.append((label, f"{self._cost(top)} ({what}); input alone {self._cost(input_cost)}"
                              if self.operation != "embeddings" else f"{self._cost(top)} ({what})"))
             else:
-                rows.append((label, f"{self._cost(self.input_cost)} for the input, plus the output (uncapped)"))
-            if self.batch and self.online_max_cost is not None:
-                rows.append(("without the Batch API", self._cost(self.online_max_cost)))
+                rows.append((label, f"{self._cost(input_cost)} for the input, plus the output (uncapped)"))
+            if self.batch and online_max_cost is not None:
+                rows.append(("without the Batch API", self._cost(online_max_cost)))
         rows += self._forecast_rows()
         for note in self.notes:
             rows.append(("note", note))
@@ -292,9 +337,10 @@ class Estimate:
                 f"{self.cached:,} cached", f"~{self.input_tokens:,} input tokens ({self.tokenizer})"]
         if self.max_output_tokens is not None:
             bits.append(f"≤{self.max_output_tokens:,} output tokens")
-        if self.priced:
-            top = self.max_cost if self.max_cost is not None else self.input_cost
-            bits.append(("≤" if self.max_cost is not None and self.operation != "embeddings" else "")
+        input_cost, max_cost = self.input_cost, self.max_cost  # priced now
+        if input_cost is not None:
+            top = max_cost if max_cost is not None else input_cost
+            bits.append(("≤" if max_cost is not None and self.operation != "embeddings" else "")
                         + self._cost(top) + (" (batch)" if self.batch else ""))
         f = self.forecast
         if f is not None and f.ok and self.operation != "embeddings":
@@ -424,17 +470,8 @@ def _open_cache(cache: bool) -> Any:
 
 
 def _price(est: Estimate) -> Estimate:
-    from foundry_magics.store.prices import cost, currency
-
-    est.currency = currency()
-    if est.model is None:
-        return est
-    out = est.max_output_tokens or 0
-    est.input_cost = cost(est.model, est.input_tokens, 0, batch=est.batch)
-    if est.input_cost is not None and (est.max_output_tokens is not None or est.operation == "embeddings"):
-        est.max_cost = cost(est.model, est.input_tokens, out, batch=est.batch)
-        if est.batch:
-            est.online_max_cost = cost(est.model, est.input_tokens, out)
+    """Nothing to do: an Estimate prices itself when read or shown (its cost properties), so
+    prices set after it was made still price it."""
     return est
 
 

@@ -221,13 +221,16 @@ class PromptRun(Run):
         usage = reply.usage
         self.in_tokens += usage.input_tokens
         self.out_tokens += usage.output_tokens
+        self.cached_tokens += usage.cached_input_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
         waiting = self.inflight.pop(key, ())
         if reply.finish_reason == "content_filter":
             cats = ", ".join(reply.filtered) if reply.filtered else "unspecified"
             self.fail(waiting, f"ContentFilter: the completion was filtered ({cats})")
             return
         self.cache.put(key, self.spec.op, CachedReply(reply.text, reply.finish_reason, usage.input_tokens,
-                                                      usage.output_tokens, reply.model))
+                                                      usage.output_tokens, reply.model, usage.cached_input_tokens,
+                                                      usage.reasoning_tokens))
         if self.cache.pending >= FLUSH_AT:
             self.flush()
         self.succeed(waiting, reply.text)

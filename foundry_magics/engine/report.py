@@ -44,6 +44,8 @@ class RunReport:
     rate_limited: int = 0  # 429 answers
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0  # a part of input_tokens: the service had the prompt's prefix cached
+    reasoning_tokens: int = 0  # a part of output_tokens: a reasoning model's hidden thinking
     seconds: float = 0.0
     failures: list[tuple[Any, str]] = field(default_factory=list)
     failed: int = 0  # rows that failed
@@ -66,19 +68,38 @@ class RunReport:
 
     @property
     def cost(self) -> float | None:
-        """What the run's tokens cost, where the model's price is known (fm.set_prices / prices.toml)."""
+        """What the run's tokens cost, priced now (fm.set_prices / prices.toml): prices set after
+        the run price it. None where the model's price is unknown (or prices.toml is broken)."""
         from foundry_magics.store.prices import cost
 
         try:
-            return cost(self.model, self.input_tokens, self.output_tokens, batch=bool(getattr(self, "batch", False)))
-        except Exception:  # noqa: BLE001 - a broken prices.toml must not break the report
+            return cost(self.model, self.input_tokens, self.output_tokens, batch=bool(getattr(self, "batch", False)),
+                        cached_input_tokens=self.cached_input_tokens)
+        except Exception:  # noqa: BLE001 - pricing must never break the report
             return None
 
     def _cost_text(self) -> str:
-        from foundry_magics.store.prices import format_cost
+        """The cost, with what it assumed; "cost unknown: WHY" when prices.toml is broken; "" when
+        no price is set (nothing to say) or nothing was spent."""
+        from foundry_magics.store.prices import cached_note, format_cost, problem
 
-        value = self.cost
-        return format_cost(value) if value is not None and (self.input_tokens or self.output_tokens) else ""
+        if not (self.input_tokens or self.output_tokens):
+            return ""
+        try:
+            value = self.cost
+            if value is None:
+                why = problem(short=True)
+                return f"cost unknown: {why}" if why else ""
+            note = cached_note(self.model, self.cached_input_tokens)
+        except Exception:  # noqa: BLE001
+            return ""
+        return format_cost(value) + (f" ({note})" if note else "")
+
+    def _tokens_text(self, sep: str = "+") -> str:
+        text = f"{self.input_tokens:,}{sep}{self.output_tokens:,}"
+        parts = [f"{n:,} {what}" for n, what in ((self.cached_input_tokens, "cached"),
+                                                 (self.reasoning_tokens, "reasoning")) if n]
+        return text + (f" ({', '.join(parts)})" if parts else "")
 
     def kept(self) -> str:
         """One line for an interrupted run: what was kept, and how to go on."""
@@ -105,9 +126,10 @@ class RunReport:
         if self.rate_limited:
             bits.append(f"{self.rate_limited:,}×429")
         if self.input_tokens or self.output_tokens:
-            bits.append(f"{self.input_tokens:,}+{self.output_tokens:,} tokens")
-        if self._cost_text():
-            bits.append(self._cost_text())
+            bits.append(f"{self._tokens_text()} tokens")
+        cost_text = self._cost_text()
+        if cost_text:
+            bits.append(cost_text)
         bits.append(f"{self.seconds:.1f} s ({self.rows_per_s:,.0f} rows/s)")
         if self.interrupted:
             bits.append("INTERRUPTED")
@@ -130,8 +152,8 @@ class RunReport:
             ("cache hits", f"{self.cache_hits:,}"),
             ("deduplicated rows", f"{self.dedup_saved:,}"),
             ("retries / 429s", f"{self.retries:,} / {self.rate_limited:,}"),
-            ("tokens in / out", f"{self.input_tokens:,} / {self.output_tokens:,}"),
-            *([("cost", self._cost_text())] if self._cost_text() else []),
+            ("tokens in / out", self._tokens_text(" / ")),
+            *([("cost", cost_text)] if (cost_text := self._cost_text()) else []),
             ("time", f"{self.seconds:.1f} s · {self.rows_per_s:,.1f} rows/s"),
         ]
         if self.na_rows:

@@ -59,6 +59,7 @@ class Run:
         self.done_rows = self.failed_rows = self.cached_rows = 0
         self.cache_hits = self.sent = self.retries = self.rate_limited = 0
         self.in_tokens = self.out_tokens = 0
+        self.cached_tokens = self.reasoning_tokens = 0  # parts of in_tokens / out_tokens
         self.successes = self.failures = 0
         self.started = time.monotonic()
         self.finished_at: float | None = None
@@ -89,6 +90,7 @@ class Run:
         try:
             self.client = AsyncFoundryClient(self.conn, timeout=self.timeout, max_retries=0, transport=self.transport,
                                              max_connections=max(8, self.concurrency))
+            self.client.count_usage = False  # the run is counted once, as its report (runner.py)
             self.cache = ResponseCache() if self.use_cache else MemoryCache()
             flusher = asyncio.ensure_future(self._flusher())
             await self.work()
@@ -295,7 +297,8 @@ class Run:
             rows=self.total_rows, done=self.done_rows, na_rows=self.na_rows, unique=self.size,
             dedup_saved=max(0, needing - self.size), cache_hits=self.cache_hits, requests=self.sent,
             retries=self.retries, rate_limited=self.rate_limited, input_tokens=self.in_tokens,
-            output_tokens=self.out_tokens, seconds=elapsed, failed=self.failed_rows,
+            output_tokens=self.out_tokens, cached_input_tokens=self.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens, seconds=elapsed, failed=self.failed_rows,
             not_sent=max(0, needing - self.done_rows - self.failed_rows), interrupted=self.interrupted,
             stopped=self.stopped, concurrency=self.limit.current,
             model=self.model or getattr(self.conn, "model", None), connection=getattr(self.conn, "label", None),

@@ -159,8 +159,13 @@ def estimate(sdf: Any, op: Any, *, column: str | None = None, images: str | None
     from pyspark.sql import functions as F
 
     from foundry_magics.engine.estimate import Estimate, tokenizer
+    from foundry_magics.errors import ConfigurationError
     from foundry_magics.frames.spark_job import cache_home, prepare, shipped
 
+    if op.options.get("sample"):
+        raise ConfigurationError("sample= does not run on Spark DataFrames yet; nothing was sent.",
+                                 hint="Leave sample out for the exact counts and the upper bound, or forecast on "
+                                      "a pandas sample: sdf.limit(2000).toPandas().foundry.estimate(..., sample=20).")
     conn, cluster, used = prepare(sdf, op, column=column, images=images)
     ship = shipped(op, online=False)
     model = _model(op, conn)
@@ -204,7 +209,7 @@ def estimate(sdf: Any, op: Any, *, column: str | None = None, images: str | None
     if not cache:
         est.notes.append("cache=False: cached replies are not used, so every distinct request is sent")
     est.notes.append("counted by Spark on the executors (nothing was sent, no row was collected)")
-    return _price(est)
+    return est  # priced when read or shown (Estimate's cost properties), from the prices known then
 
 
 def _model(op: Any, conn: Any) -> str | None:
@@ -221,17 +226,3 @@ def _model(op: Any, conn: Any) -> str | None:
     ensure_model(keyless, spec)
     _route, body = keyless.build(spec.op, "probe", **spec.options())
     return body.get("model") or spec.model or conn.model
-
-
-def _price(est: Any) -> Any:
-    from foundry_magics.store.prices import cost, currency
-
-    est.currency = currency()
-    if est.model is None:
-        return est
-    est.input_cost = cost(est.model, est.input_tokens, 0, batch=est.batch)
-    if est.input_cost is not None and (est.max_output_tokens is not None or est.operation == "embeddings"):
-        est.max_cost = cost(est.model, est.input_tokens, est.max_output_tokens or 0, batch=est.batch)
-        if est.batch:
-            est.online_max_cost = cost(est.model, est.input_tokens, est.max_output_tokens or 0)
-    return est

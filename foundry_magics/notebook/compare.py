@@ -81,13 +81,17 @@ class Comparison:
                    for c in self._columns.values())
 
     def costs(self) -> dict[str, float | None]:
-        """model -> cost of its reply (None where the price or the reply is missing)."""
+        """model -> cost of its reply, priced now (None where the price or the reply is missing;
+        a broken prices.toml makes them unknown, never an error)."""
         from foundry_magics.store.prices import cost
 
-        out = {}
+        out: dict[str, float | None] = {}
         for m, c in self._columns.items():
             r = c.reply
-            out[m] = None if r is None else cost(r.model or m, r.usage.input_tokens, r.usage.output_tokens)
+            try:
+                out[m] = None if r is None else _reply_cost(r, m, cost)
+            except Exception:  # noqa: BLE001 - pricing must never lose the replies
+                out[m] = None
         return out
 
     def __getitem__(self, model: str) -> Reply:
@@ -149,14 +153,25 @@ class Comparison:
         return out
 
     def _total_line(self) -> str:
-        from foundry_magics.store.prices import format_cost
+        """Models, time and the cost in all (of the priced replies; the others named)."""
+        from foundry_magics.store.prices import format_cost, problem
 
         bits = [f"{len(self.models)} models"]
         if self.elapsed is not None:
             bits.append(f"{self.elapsed:.2f} s in all (sent at once)")
-        costs = [c for c in self.costs().values() if c is not None]
-        if costs and len(costs) == len(self.models):
-            bits.append(f"{format_cost(sum(costs))} in all")
+        costs = self.costs()
+        answered = [m for m in self.models if self._columns[m].reply is not None]
+        known = [costs[m] for m in answered if costs[m] is not None]
+        unpriced = [m for m in answered if costs[m] is None]
+        try:
+            why = problem(short=True)
+        except Exception:  # noqa: BLE001
+            why = None
+        if known:
+            bits.append(f"{format_cost(sum(known))} in all"
+                        + (f" (without {', '.join(unpriced)}: no price)" if unpriced else ""))
+        elif unpriced and why:
+            bits.append(f"cost unknown: {why}")
         return " · ".join(bits)
 
     def plain(self) -> str:
@@ -180,7 +195,8 @@ class Comparison:
                       "error": type(c.error).__name__ if c.error is not None else None}
             if r is not None:
                 per[m].update(model=r.model, input_tokens=r.usage.input_tokens, output_tokens=r.usage.output_tokens,
-                              latency=r.latency, emulated=r.emulated)
+                              cached_input_tokens=r.usage.cached_input_tokens,
+                              reasoning_tokens=r.usage.reasoning_tokens, latency=r.latency, emulated=r.emulated)
         return {"foundry_magics": {"comparison": per, "format": self.format, "interrupted": self.interrupted}}
 
     def _bundle(self, live: bool = False) -> dict[str, Any]:
@@ -208,6 +224,17 @@ class Comparison:
             state = "error" if c.error is not None else ("interrupted" if c.interrupted else f"{len(c.text)} chars")
             bits.append(f"{m}: {state}")
         return f"<foundry comparison {'; '.join(bits)}>"
+
+
+def _reply_cost(r: Reply, model: str, cost: Any) -> float | None:
+    """Priced by the model the reply names (`gpt-4o-2024-08-06` takes `gpt-4o`'s price), else by
+    the name it was asked for (a deployment name)."""
+    u = r.usage
+    for name in dict.fromkeys((r.model or model, model)):
+        value = cost(name, u.input_tokens, u.output_tokens, cached_input_tokens=u.cached_input_tokens)
+        if value is not None:
+            return value
+    return None
 
 
 # ---------------------------------------------------------------------- sending

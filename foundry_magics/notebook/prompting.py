@@ -341,7 +341,8 @@ class Prompter:
     def _log(self, rec: CallRecord, call: Call | None) -> None:
         if call is not None:
             call.recorded = True
-        self.usage.add(rec)
+        if not rec.counted:  # the client counted its own calls (rest/base.py); not the ones made up here
+            self.usage.add(rec)
         if call is not None and not call.settings.history:
             return
         partial = call.live.text if call is not None and call.live is not None and rec.reply is None else None
@@ -489,10 +490,13 @@ def reset() -> None:
 
 
 def usage() -> Any:
-    """`fm.usage()`: what this session sent - cells, comparisons, DataFrame runs, embeddings,
-    batches - as a pandas DataFrame, one row per (connection, model): calls, runs, rows,
-    requests, cache_hits, errors, interrupted, input_tokens, output_tokens, seconds, and cost
-    (NaN where no price is known; `fm.set_prices`). `.sum()` gives the totals."""
+    """`fm.usage()`: what this process sent - cells, comparisons, DataFrame runs (Spark tasks
+    included), embeddings, batches, and calls made directly on a `FoundryClient` - as a pandas
+    DataFrame, one row per (connection, model): calls, runs, rows, requests, cache_hits, errors,
+    interrupted, input_tokens, output_tokens, cached_input_tokens (a part of the input),
+    reasoning_tokens (a part of the output), seconds, and cost, priced now (NaN where no price
+    is known: `fm.set_prices`; a broken prices.toml makes costs unknown, never an error).
+    `.sum()` gives the totals (`.cost.sum()` sums what is priced)."""
     import pandas as pd
 
     from foundry_magics.store.usage import COLUMNS

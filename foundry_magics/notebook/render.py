@@ -46,33 +46,60 @@ def _meta(reply: Any, *, interrupted: bool = False, extra: Sequence[str] = ()) -
 
 
 def _cost_bit(reply: Any) -> str:
-    """The cost of a reply where its model's price is known (fm.set_prices / prices.toml), else ""."""
+    """The cost of a reply, priced now, where its model's price is known (fm.set_prices /
+    prices.toml), saying when its cached input tokens cost the input price; "cost unknown: ..."
+    when prices.toml is broken; else ""."""
     usage = getattr(reply, "usage", None)
     if usage is None or not usage.total_tokens:
         return ""
     try:
-        from foundry_magics.store.prices import cost, format_cost
+        from foundry_magics.store.prices import cost, format_cost, price_of, problem
 
-        return format_cost(cost(reply.model, usage.input_tokens, usage.output_tokens))
-    except Exception:  # noqa: BLE001 - a broken prices.toml must not hide the reply; `fm.set_prices` says why
+        cached = getattr(usage, "cached_input_tokens", 0) or 0
+        value = cost(reply.model, usage.input_tokens, usage.output_tokens, cached_input_tokens=cached)
+        if value is None:
+            why = problem(short=True)
+            return f"cost unknown: {why}" if why else ""
+        price = price_of(reply.model)
+        plain = bool(cached) and price is not None and price.cached_input is None
+        return format_cost(value) + (" (cached tokens at the input price)" if plain else "")
+    except Exception:  # noqa: BLE001 - pricing must not hide the reply
         return ""
 
 
 def usage_table(rows: Sequence[Mapping[str, Any]]) -> "Table":
-    """`%foundry usage`: one row per connection and model, then the total; cost where priced."""
-    from foundry_magics.store.prices import format_cost
+    """`%foundry usage`: one row per connection and model, then the total; cost where priced.
+    The total sums what is priced; the title names what is not."""
+    from foundry_magics.store.prices import format_cost, problem
 
     shown = []
+    total_row: Mapping[str, Any] = {}
     for r in rows:
         d = dict(r)
         d["seconds"] = f"{r.get('seconds', 0.0):.2f}"
-        d["cost"] = format_cost(r.get("cost")) if r.get("cost") is not None else "?"
+        if r.get("connection") == "total":
+            total_row = r
+            known = r.get("cost")
+            d["cost"] = format_cost(known) if known is not None else "?"
+            if known is not None and r.get("unpriced"):
+                d["cost"] += " + ?"
+        else:
+            d["cost"] = format_cost(r.get("cost")) if r.get("cost") is not None else "?"
         shown.append(d)
     cols = ["connection", "model", "calls", "runs", "rows", "requests", "cache_hits", "errors", "interrupted",
-            "input_tokens", "output_tokens", "seconds", "cost"]
-    title = "Usage this session (calls: cells and comparisons; runs: DataFrame runs, embeddings, batches)"
-    if any(r.get("cost") is None and r.get("connection") != "total" for r in rows):
-        title += " · cost ?: no price known (fm.set_prices or prices.toml)"
+            "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "seconds", "cost"]
+    title = ("Usage this session (calls: cells, comparisons and direct client calls; runs: DataFrame runs, "
+             "embeddings, batches; cached input and reasoning tokens are parts of the input and output)")
+    why = problem(short=True)
+    unpriced = list(total_row.get("unpriced") or [])
+    if unpriced:
+        title += (f" · the total leaves out {', '.join(unpriced)}: no price known"
+                  + (f" ({why})" if why else " (fm.set_prices or prices.toml)"))
+    elif any(r.get("cost") is None and r.get("connection") != "total" for r in rows):
+        title += " · cost ?: no price known" + (f" ({why})" if why else " (fm.set_prices or prices.toml)")
+    plain = list(total_row.get("cached_at_input_price") or [])
+    if plain:
+        title += f" · cached input tokens of {', '.join(plain)} at the input price (no cached_input price)"
     return Table(shown, cols, title=title)
 
 
@@ -215,6 +242,7 @@ class ReplyView(Reply):
                                 "complete": self.complete}
         if r is not None:
             meta.update(model=r.model, input_tokens=r.usage.input_tokens, output_tokens=r.usage.output_tokens,
+                        cached_input_tokens=r.usage.cached_input_tokens, reasoning_tokens=r.usage.reasoning_tokens,
                         latency=r.latency, emulated=r.emulated, connection=r.connection,
                         finish_reason=r.finish_reason, id=r.id)
             if r.agent or r.conversation:

@@ -90,6 +90,7 @@ class CallRecord:
     error: str | None = None
     interrupted: bool = False
     started: float = field(default_factory=time.time)
+    counted: bool = False  # already in the session's usage (`fm.usage()`): the client counted it
 
 
 def _number(value: Any, name: str, kind: type, example: str) -> Any:
@@ -134,6 +135,11 @@ def _known_options(builder: Callable[..., Any], kwargs: Mapping[str, Any], where
 
 
 class BaseClient:
+    # Every finished chat / Responses call is counted in the session's usage (`fm.usage()`,
+    # `%foundry usage`), whoever made it. The engine's clients set this False: a run is counted
+    # once, as its report (rows, cache hits, tokens), not once per request as well.
+    count_usage: bool = True
+
     def __init__(
         self,
         conn: Connection | str | None = None,
@@ -591,14 +597,35 @@ class BaseClient:
 
     def _record(self, op: str, body: dict[str, Any], reply: Reply | None, latency: float,
                 error: BaseException | None = None, interrupted: bool = False) -> None:
-        if self.on_record is None:
+        if self.on_record is None and not self.count_usage:
             return
         rec = CallRecord(op, self.connection.label, (reply.model if reply else None) or body.get("model"),
                          body, reply, latency, error=describe(error) or None, interrupted=interrupted)
+        if self.count_usage:
+            from foundry_magics.store.usage import record_call  # the core's own count: no face needed
+
+            record_call(rec)
+            rec.counted = True
+        if self.on_record is None:
+            return
         try:
             self.on_record(rec)
         except Exception:  # a broken hook must never break a call
             log.exception("on_record hook failed")
+
+    def _count_embeddings(self, body: dict[str, Any], data: Any, t0: float) -> None:
+        """One embeddings request that answered: counted in the session's usage as a call (its
+        input tokens from the reply's `usage`). The engine's clients do not (`count_usage`)."""
+        if not self.count_usage:
+            return
+        usage = Usage.from_api(data.get("usage") if isinstance(data, dict) else None)
+        model = (data.get("model") if isinstance(data, dict) else None) or body.get("model") or self.connection.model
+        reply = Reply(text="", model=model, usage=usage, connection=self.connection.label)
+        rec = CallRecord("embeddings", self.connection.label, model, {k: v for k, v in body.items() if k != "input"},
+                         reply, time.perf_counter() - t0, counted=True)
+        from foundry_magics.store.usage import record_call
+
+        record_call(rec)
 
     def _check_deadline(self, policy: RetryPolicy, route: Route) -> None:
         if policy.remaining() <= 0:

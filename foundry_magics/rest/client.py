@@ -145,8 +145,10 @@ class FoundryClient(BaseClient):
         """Embeddings in input order, batched at EMBED_BATCH (2048) inputs per request."""
         out: list[list[float]] = []
         for route, body, n in self._embed_requests(texts, model, dimensions):
+            t0 = time.perf_counter()
             _, data = self._send(route, body)
             out.extend(self._embeddings(data, n))
+            self._count_embeddings(body, data, t0)  # fm.usage() counts direct calls too
         return out
 
     def models(self) -> list[str]:
@@ -362,8 +364,10 @@ class AsyncFoundryClient(BaseClient):
                     dimensions: int | None = None) -> list[list[float]]:
         out: list[list[float]] = []
         for route, body, n in self._embed_requests(texts, model, dimensions):
+            t0 = time.perf_counter()
             _, data = await self._send(route, body)
             out.extend(self._embeddings(data, n))
+            self._count_embeddings(body, data, t0)  # fm.usage() counts direct calls too
         return out
 
     async def models(self) -> list[str]:

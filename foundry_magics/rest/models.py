@@ -13,8 +13,17 @@ EMULATED_PREFIX = "[emulated] "
 
 @dataclass
 class Usage:
+    """Tokens of one reply (or a sum of replies), as the service counts them.
+
+    `cached_input_tokens` are part of `input_tokens` (the prompt's prefix the service had cached:
+    chat `prompt_tokens_details.cached_tokens`, Responses `input_tokens_details.cached_tokens`);
+    `reasoning_tokens` are part of `output_tokens` (a reasoning model's hidden thinking: chat
+    `completion_tokens_details.reasoning_tokens`, Responses `output_tokens_details.reasoning_tokens`)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -22,15 +31,42 @@ class Usage:
 
     @classmethod
     def from_api(cls, usage: Any) -> "Usage":
-        """Chat (`prompt_tokens`/`completion_tokens`) and Responses (`input_tokens`/`output_tokens`)."""
+        """Chat (`prompt_tokens`/`completion_tokens` and their `*_tokens_details`) and Responses
+        (`input_tokens`/`output_tokens` and theirs); a missing or malformed field counts 0."""
         if not isinstance(usage, dict):
             return cls()
-        inp = usage.get("input_tokens", usage.get("prompt_tokens")) or 0
-        out = usage.get("output_tokens", usage.get("completion_tokens")) or 0
-        return cls(int(inp), int(out))
+        inp = _count(usage.get("input_tokens", usage.get("prompt_tokens")))
+        out = _count(usage.get("output_tokens", usage.get("completion_tokens")))
+        cached = _count(_detail(usage, ("input_tokens_details", "prompt_tokens_details"), "cached_tokens"))
+        reasoning = _count(_detail(usage, ("output_tokens_details", "completion_tokens_details"), "reasoning_tokens"))
+        # As the service counts them, both are parts of their totals: never more than the whole.
+        return cls(inp, out, min(cached, inp), min(reasoning, out))
 
     def __add__(self, other: "Usage") -> "Usage":
-        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens,
+                     self.cached_input_tokens + other.cached_input_tokens,
+                     self.reasoning_tokens + other.reasoning_tokens)
+
+    def describe(self) -> str:
+        """`1,234+56 tokens (1,024 cached, 40 reasoning)`: what a footer shows."""
+        text = f"{self.input_tokens:,}+{self.output_tokens:,} tokens"
+        parts = [f"{n:,} {what}" for n, what in ((self.cached_input_tokens, "cached"),
+                                                 (self.reasoning_tokens, "reasoning")) if n]
+        return text + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        return 0
+    return int(value)
+
+
+def _detail(usage: dict[str, Any], names: tuple[str, ...], key: str) -> Any:
+    for name in names:
+        details = usage.get(name)
+        if isinstance(details, dict) and details.get(key) is not None:
+            return details.get(key)
+    return None
 
 
 class Citation(tuple):
@@ -121,7 +157,7 @@ class Reply:
         if self.model:
             bits.append(str(self.model))
         if self.usage.total_tokens:
-            bits.append(f"{self.usage.input_tokens}+{self.usage.output_tokens} tokens")
+            bits.append(self.usage.describe())
         if self.latency is not None:
             bits.append(f"{self.latency:.2f} s")
         if self.finish_reason and not self.complete:

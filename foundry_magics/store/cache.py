@@ -41,6 +41,11 @@ MIGRATIONS = [
         created REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: what a reply's tokens were made of (parts of input_tokens / output_tokens)
+    """
+    ALTER TABLE replies ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replies ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 _LOOKUP_CHUNK = 500  # well under SQLite's default limit of host parameters
@@ -55,6 +60,8 @@ class CachedReply(NamedTuple):
     input_tokens: int = 0
     output_tokens: int = 0
     model: str | None = None
+    cached_input_tokens: int = 0  # a part of input_tokens
+    reasoning_tokens: int = 0  # a part of output_tokens
 
 
 def cache_path() -> Path:
@@ -143,8 +150,9 @@ class ResponseCache(MemoryCache):
     # -- replies ------------------------------------------------------------------------
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, CachedReply]:
-        return self._lookup(keys, self._pending, "SELECT key, text, finish_reason, input_tokens, output_tokens, model"
-                            " FROM replies WHERE key IN ({marks})", lambda row: CachedReply(*row[1:6]))
+        return self._lookup(keys, self._pending, "SELECT key, text, finish_reason, input_tokens, output_tokens, model,"
+                            " cached_input_tokens, reasoning_tokens FROM replies WHERE key IN ({marks})",
+                            lambda row: CachedReply(*row[1:8]))
 
     def _lookup(self, keys: Sequence[bytes], pending: dict, query: str, make: Any) -> dict:
         """Values by key: unflushed ones from `pending`, the rest from SQLite in chunks."""
@@ -186,14 +194,16 @@ class ResponseCache(MemoryCache):
         if not self._pending and not self._pending_vectors:
             return 0
         now = time.time()
-        replies = [(k, op, r.model, r.text, r.finish_reason, r.input_tokens, r.output_tokens, now)
-                   for k, (op, r) in self._pending.items()]
+        replies = [(k, op, r.model, r.text, r.finish_reason, r.input_tokens, r.output_tokens, now,
+                    r.cached_input_tokens, r.reasoning_tokens) for k, (op, r) in self._pending.items()]
         vectors = [(k, model, blob, now) for k, (model, blob) in self._pending_vectors.items()]
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             if replies:
-                db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?, ?)", replies)
+                db.executemany("INSERT OR REPLACE INTO replies (key, op, model, text, finish_reason, input_tokens,"
+                               " output_tokens, created, cached_input_tokens, reasoning_tokens)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", replies)
             if vectors:
                 db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?)", vectors)
             db.execute("COMMIT")

@@ -1,10 +1,13 @@
 """What this session (this process) sent, by connection and model: `%foundry usage`, `fm.usage()`.
 
-Everything is counted in one place: calls sent one at a time (`%%foundry` cells, comparisons)
-arrive as `CallRecord`s through the notebook's record hook (`add`); DataFrame runs, embeddings
-runs and Batch API jobs arrive as their `RunReport` through the engine's hook (`add_run`).
+Everything is counted in one place: every call a `FoundryClient` / `AsyncFoundryClient` sends
+one at a time (`%%foundry` cells, comparisons, a probe's tiny chat, and calls made directly on a
+client) arrives as a `CallRecord` from the client itself (`record_call`, in rest/base.py: the
+core records without any face); DataFrame runs, embeddings runs and Batch API jobs arrive as
+their `RunReport` through the engine's hook (`record_run`; the engine's own clients do not count
+their calls, so nothing is counted twice; Spark tasks report to the driver the same way).
 Costs are computed when asked, from the tokens and the prices known then (`store.prices`), so
-prices set after the work still price it.
+prices set after the work still price it; the total sums what is priced and names what is not.
 
     from foundry_magics.store.usage import session_usage
     session_usage().rows()      # one dict per (connection, model), then the total
@@ -17,11 +20,12 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 
-__all__ = ["SessionUsage", "session_usage", "record_run", "COLUMNS"]
+__all__ = ["SessionUsage", "session_usage", "record_run", "record_call", "COLUMNS"]
 
 # What `rows()` gives per (connection, model), in display order (then "cost").
+# cached_input_tokens are a part of input_tokens, reasoning_tokens a part of output_tokens.
 COLUMNS = ("connection", "model", "calls", "runs", "rows", "requests", "cache_hits", "errors", "interrupted",
-           "input_tokens", "output_tokens", "seconds", "cost")
+           "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "seconds", "cost")
 
 
 @dataclass
@@ -35,10 +39,13 @@ class _Tally:
     interrupted: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0  # a part of input_tokens
+    reasoning_tokens: int = 0  # a part of output_tokens
     seconds: float = 0.0
-    # tokens billed at the Batch API's price (a part of input_tokens / output_tokens)
+    # tokens billed at the Batch API's price (a part of input_tokens / output_tokens / cached_input_tokens)
     batch_input_tokens: int = 0
     batch_output_tokens: int = 0
+    batch_cached_tokens: int = 0
 
     def add(self, rec: Any) -> None:
         self.calls += 1
@@ -50,8 +57,11 @@ class _Tally:
             else:
                 self.errors += 1
         else:
-            self.input_tokens += reply.usage.input_tokens
-            self.output_tokens += reply.usage.output_tokens
+            u = reply.usage
+            self.input_tokens += u.input_tokens
+            self.output_tokens += u.output_tokens
+            self.cached_input_tokens += getattr(u, "cached_input_tokens", 0) or 0
+            self.reasoning_tokens += getattr(u, "reasoning_tokens", 0) or 0
         self.seconds += float(getattr(rec, "latency", 0.0) or 0.0)
 
     def add_run(self, report: Any, batch: bool) -> None:
@@ -62,11 +72,15 @@ class _Tally:
         self.errors += int(getattr(report, "failed", 0) or 0)
         self.interrupted += 1 if getattr(report, "interrupted", False) else 0
         tin, tout = int(getattr(report, "input_tokens", 0) or 0), int(getattr(report, "output_tokens", 0) or 0)
+        tcached = int(getattr(report, "cached_input_tokens", 0) or 0)
         self.input_tokens += tin
         self.output_tokens += tout
+        self.cached_input_tokens += tcached
+        self.reasoning_tokens += int(getattr(report, "reasoning_tokens", 0) or 0)
         if batch:
             self.batch_input_tokens += tin
             self.batch_output_tokens += tout
+            self.batch_cached_tokens += tcached
         self.seconds += float(getattr(report, "seconds", 0.0) or 0.0)
 
     def merge(self, other: "_Tally") -> None:
@@ -78,16 +92,18 @@ class _Tally:
 
         online_in = self.input_tokens - self.batch_input_tokens
         online_out = self.output_tokens - self.batch_output_tokens
+        online_cached = self.cached_input_tokens - self.batch_cached_tokens
         if not (self.input_tokens or self.output_tokens):
             return 0.0 if cost(model, 0, 0, prices=prices) is not None else None
-        a = cost(model, online_in, online_out, prices=prices)
-        b = cost(model, self.batch_input_tokens, self.batch_output_tokens, batch=True, prices=prices)
+        a = cost(model, online_in, online_out, prices=prices, cached_input_tokens=online_cached)
+        b = cost(model, self.batch_input_tokens, self.batch_output_tokens, batch=True, prices=prices,
+                 cached_input_tokens=self.batch_cached_tokens)
         return None if a is None or b is None else a + b
 
     def public(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d.pop("batch_input_tokens")
-        d.pop("batch_output_tokens")
+        for k in ("batch_input_tokens", "batch_output_tokens", "batch_cached_tokens"):
+            d.pop(k)
         return d
 
 
@@ -139,27 +155,37 @@ class SessionUsage:
 
     def rows(self, *, total: bool = True) -> list[dict[str, Any]]:
         """One dict per (connection, model) with the COLUMNS, then (total=True) the total row,
-        connection "total". `cost` is None where a model's price is unknown (and in the total
-        when any is)."""
-        from foundry_magics.store.prices import get_prices
+        connection "total". `cost` is None where a model's price is unknown. The total's cost
+        sums what is priced (None when nothing with tokens is); its `unpriced` lists the models
+        with tokens but no price (their cost is not in the sum), `cached_at_input_price` those
+        whose cached input tokens cost the input price (no `cached_input` price)."""
+        from foundry_magics.store.prices import get_prices, price_of
 
         self.collect()
         prices = get_prices()
         with self._lock:
             items: Iterable[tuple[tuple[str, str], _Tally]] = [(k, _copy(t)) for k, t in self.by_model.items()]
         out = []
-        costs: list[float | None] = []
+        known: list[float] = []
+        unpriced: list[str] = []
+        plain_cached: list[str] = []
         for (c, m), t in items:
             cst = t.cost(m, prices)
-            costs.append(cst)
+            if cst is not None:
+                known.append(cst)
+                p = price_of(m, prices)
+                if t.cached_input_tokens and p is not None and p.cached_input is None and m not in plain_cached:
+                    plain_cached.append(m)
+            elif (t.input_tokens or t.output_tokens) and m not in unpriced:
+                unpriced.append(m)
             out.append(dict(connection=c, model=m, **t.public(), cost=cst))
         if total:
             whole = _Tally()
             for _, t in items:
                 whole.merge(t)
-            known = [x for x in costs if x is not None]
-            tc = None if not known or len(known) < len(costs) else sum(known)
-            out.append(dict(connection="total", model="", **whole.public(), cost=tc))
+            tc = sum(known) if known else (None if unpriced else 0.0 if items else None)
+            out.append(dict(connection="total", model="", **whole.public(), cost=tc, unpriced=unpriced,
+                            cached_at_input_price=plain_cached))
         return out
 
     def reset(self) -> None:
@@ -182,6 +208,16 @@ _session = SessionUsage()
 def session_usage() -> SessionUsage:
     """This process's usage: what `%foundry usage` and `fm.usage()` show."""
     return _session
+
+
+def record_call(rec: Any) -> None:
+    """The clients' hook (rest/base.py): count one finished call (a `CallRecord`)."""
+    try:
+        _session.add(rec)
+    except Exception:  # noqa: BLE001 - counting must never break a call
+        import logging
+
+        logging.getLogger("foundry_magics").debug("usage: could not count a call", exc_info=True)
 
 
 def record_run(report: Any, *, batch: bool = False) -> None:

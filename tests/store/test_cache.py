@@ -9,7 +9,15 @@ import textwrap
 
 import pytest
 
-from foundry_magics.store.cache import CachedReply, MemoryCache, ResponseCache, cache_path, request_key, route_identity
+from foundry_magics.store.cache import (
+    MIGRATIONS,
+    CachedReply,
+    MemoryCache,
+    ResponseCache,
+    cache_path,
+    request_key,
+    route_identity,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,7 +61,7 @@ def test_roundtrip_pending_and_flushed(fm_home):
     c.close()
     again = ResponseCache()
     assert again.count() == 1000
-    assert again.db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert again.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     again.clear()
     assert again.count() == 0
@@ -128,3 +136,26 @@ def test_no_secret_in_the_cache_file(emulator_url, sentinel_key, fm_home):
     assert db.execute("SELECT count(*) FROM replies").fetchone()[0] == 2
     dump = "\n".join(db.iterdump())
     assert sentinel_key not in dump
+
+
+def test_an_old_cache_file_is_migrated_and_keeps_its_replies(tmp_path):
+    """Migration 2 adds what a reply's tokens were made of; replies cached before read 0 for them."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS[0])
+    key = request_key("u", "chat", {"i": 1})
+    db.execute("INSERT INTO replies VALUES (?, 'chat', 'm', 'old text', 'stop', 10, 5, 1.0)", (key,))
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    c = ResponseCache(path)
+    assert c.get_many([key])[key] == CachedReply("old text", "stop", 10, 5, "m", 0, 0)
+    new = request_key("u", "chat", {"i": 2})
+    c.put(new, "chat", CachedReply("new text", "stop", 2000, 300, "o3-mini", 1536, 256))
+    c.flush()
+    assert c.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+    c.close()
+    again = ResponseCache(path)
+    got = again.get_many([new])[new]
+    assert (got.cached_input_tokens, got.reasoning_tokens) == (1536, 256)
+    again.close()

@@ -122,7 +122,9 @@ def test_two_processes_write_history_and_cache_at_once(fm_home, tmp_path):
     assert hist.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == 2 * n
 
     cache = _check_db(fm_home / "cache.sqlite")
-    assert cache.execute("PRAGMA user_version").fetchone()[0] == 1
+    from foundry_magics.store.cache import MIGRATIONS as CACHE_MIGRATIONS
+
+    assert cache.execute("PRAGMA user_version").fetchone()[0] == len(CACHE_MIGRATIONS)
     texts = {t for (t,) in cache.execute("SELECT text FROM replies")}
     assert texts == {f"{tag} cached {i}" for tag in "AB" for i in range(n)}
 

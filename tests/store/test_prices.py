@@ -58,11 +58,85 @@ def test_names_match_deployments_and_reply_models():
     set_prices({"gpt-4o": (2.5, 10), "gpt-4o-mini": (0.15, 0.6), "Phi-4": (0.1, 0.2)})
     assert price_of("gpt-4o") == Price(2.5, 10)
     assert price_of("gpt-4o-2024-08-06") == Price(2.5, 10)
-    assert price_of("gpt-4o-mini-2024-07-18") == Price(0.15, 0.6)  # the longest name wins
+    assert price_of("gpt-4o-mini-2024-07-18") == Price(0.15, 0.6)
     assert price_of("GPT-4O") == Price(2.5, 10)
     assert price_of("openai/gpt-4o") == Price(2.5, 10)
     assert price_of("phi-4") == Price(0.1, 0.2)
     assert price_of("gpt-4") is None and price_of("gpt-4omni") is None and price_of(None) is None
+
+
+FAMILY = {"gpt-4o": (2.5, 10), "gpt-4.1": (2.0, 8.0), "o3": (2.0, 8.0)}
+
+
+@pytest.mark.parametrize("priced, model, expected", [
+    # never by family: a longer name is another model with its own price
+    (FAMILY, "gpt-4o-mini", None),
+    (FAMILY, "gpt-4.1-mini", None),
+    (FAMILY, "gpt-4.1-nano", None),
+    (FAMILY, "o3-mini", None),
+    (FAMILY, "o3-pro", None),
+    (FAMILY, "gpt-4o-realtime-preview", None),
+    (FAMILY, "gpt-4o-mini-2024-07-18", None),  # the dated name of gpt-4o-mini, which has no price
+    # a reply's dated model name takes its model's price
+    (FAMILY, "gpt-4o-2024-08-06", "gpt-4o"),
+    (FAMILY, "o3-2025-04-16", "o3"),
+    (FAMILY, "openai/gpt-4o-2024-08-06", "gpt-4o"),
+    ({**FAMILY, "gpt-4o-mini": (0.15, 0.6)}, "gpt-4o-mini", "gpt-4o-mini"),
+    ({**FAMILY, "gpt-4o-mini": (0.15, 0.6)}, "gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+    ({**FAMILY, "o3-mini": (1.1, 4.4)}, "o3-mini-2025-01-31", "o3-mini"),
+    # exact names: case and a publisher prefix do not matter; a deployment name is a name
+    (FAMILY, "GPT-4.1", "gpt-4.1"),
+    ({"openai/gpt-4o": (2.5, 10)}, "gpt-4o", "openai/gpt-4o"),
+    ({"my-prod-deployment": (1, 2)}, "my-prod-deployment", "my-prod-deployment"),
+    ({"my-prod-deployment": (1, 2)}, "my-prod", None),
+    # only a date makes a dated name
+    (FAMILY, "gpt-4o-0806", None),
+    (FAMILY, "gpt-4o-2024-08", None),
+])
+def test_price_matching_table(priced, model, expected):
+    set_prices(priced)
+    got = price_of(model)
+    if expected is None:
+        assert got is None, f"{model} must not be priced, got {got}"
+    else:
+        want = priced[expected]
+        assert got == Price(float(want[0]), float(want[1])), f"{model} should take {expected}'s price"
+    assert (cost(model, 1000, 1000) is None) == (expected is None)
+
+
+def test_gpt_4o_mini_is_never_priced_as_gpt_4o(fm_home):
+    fm_home.mkdir(parents=True, exist_ok=True)
+    (fm_home / "prices.toml").write_text('"gpt-4o" = [2.50, 10.00]\n')  # the README's file, mini not in it
+    assert cost("gpt-4o-mini", 1_000_000, 0) is None
+    assert cost("gpt-4o-mini-2024-07-18", 1_000_000, 0) is None
+    assert cost("gpt-4o-2024-08-06", 1_000_000, 0) == pytest.approx(2.5)
+
+
+def test_cached_input_price_and_its_default():
+    set_prices({"gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60}, "gpt-4o": (2.5, 10)})
+    assert get_prices()["gpt-4.1-mini"] == Price(0.40, 1.60, cached_input=0.10)
+    # 1M input of which 600k cached, 100k output
+    assert cost("gpt-4.1-mini", 1_000_000, 100_000, cached_input_tokens=600_000) == \
+        pytest.approx(0.4 * 0.4 + 0.6 * 0.1 + 0.1 * 1.6)
+    assert cost("gpt-4.1-mini", 1_000_000, 100_000) == pytest.approx(0.4 + 0.16)  # the old call still works
+    # no cached_input price: cached tokens cost the input price, and the note says so
+    assert cost("gpt-4o", 1_000_000, 0, cached_input_tokens=600_000) == pytest.approx(2.5)
+    assert "input price" in prices.cached_note("gpt-4o", 600_000)
+    assert prices.cached_note("gpt-4.1-mini", 600_000) == "" and prices.cached_note("gpt-4o", 0) == ""
+    # cached tokens are a part of the input: never more than it
+    assert cost("gpt-4.1-mini", 100, 0, cached_input_tokens=10**9) == pytest.approx(100 * 0.10 / 1e6)
+    # the Batch API: half of each, a cached token never dearer than an uncached one
+    assert cost("gpt-4.1-mini", 1_000_000, 0, batch=True, cached_input_tokens=1_000_000) == pytest.approx(0.05)
+    set_prices({"x": {"input": 1.0, "cached_input": 0.5, "output": 1.0, "batch_input": 0.1}})
+    assert cost("x", 1_000_000, 0, batch=True, cached_input_tokens=1_000_000) == pytest.approx(0.1)
+
+
+def test_cached_input_is_saved_to_prices_toml(fm_home):
+    fm_home.mkdir(parents=True, exist_ok=True)
+    set_prices({"gpt-4.1-mini": {"input": 0.40, "cached_input": 0.10, "output": 1.60}}, save=True)
+    set_prices(None)
+    assert get_prices()["gpt-4.1-mini"] == Price(0.40, 1.60, cached_input=0.10)
+    assert "cached_input = 0.1" in (fm_home / "prices.toml").read_text()
 
 
 def test_prices_toml_is_read_and_session_prices_win(fm_home):
@@ -79,15 +153,40 @@ def test_prices_toml_is_read_and_session_prices_win(fm_home):
     assert get_prices()["gpt-4.1-mini"] == Price(9, 9) and prices.currency() == "USD"
 
 
-def test_a_broken_prices_toml_names_the_file(fm_home):
+def test_a_broken_prices_toml_is_one_warning_naming_its_line_and_costs_unknown(fm_home, caplog):
+    fm_home.mkdir(parents=True, exist_ok=True)
+    (fm_home / "prices.toml").write_text('currency = "EUR"\n"gpt-4o" 2.5\n"phi-4" = [0.1, 0.2]\n')
+    set_prices({"session-model": (1, 2)})
+    with caplog.at_level("WARNING", logger="foundry_magics"):
+        for _ in range(3):
+            got = get_prices()  # never raises
+            assert got == {"session-model": Price(1, 2)}  # the session's prices still apply
+            assert cost("gpt-4o", 1000, 1000) is None and prices.currency() == "USD"
+    warnings = [r for r in caplog.records if "prices.toml" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]  # once per version of the file
+    assert "line 2" in warnings[0].getMessage() and "unknown" in warnings[0].getMessage()
+    assert "line 2" in prices.problem() and prices.problem(short=True) == "prices.toml does not parse (line 2)"
+
+    caplog.clear()
+    (fm_home / "prices.toml").write_text('"phi-4" = [0.1, 0.2]\n\n"gpt-4o" = "cheap"\n')  # changed: read again
+    with caplog.at_level("WARNING", logger="foundry_magics"):
+        assert get_prices()["phi-4"] == Price(0.1, 0.2)  # the good lines still count
+        assert price_of("gpt-4o") is None
+        get_prices()
+    messages = [r.getMessage() for r in caplog.records if "prices.toml" in r.getMessage()]
+    assert len(messages) == 1 and "line 3" in messages[0] and "gpt-4o" in messages[0]
+    assert prices.problem(short=True) == "prices.toml line 3: the price of 'gpt-4o' is malformed"
+
+    (fm_home / "prices.toml").unlink()
+    assert prices.problem() is None and "session-model" in get_prices()
+
+
+def test_saving_into_a_broken_prices_toml_refuses_rather_than_overwrite_it(fm_home):
     fm_home.mkdir(parents=True, exist_ok=True)
     (fm_home / "prices.toml").write_text('"gpt-4o" = [1, \n')
     with pytest.raises(ConfigurationError, match="prices.toml is not valid TOML"):
-        get_prices()
-    (fm_home / "prices.toml").write_text('"gpt-4o" = "cheap"\n')
-    with pytest.raises(ConfigurationError, match="prices.toml.*gpt-4o"):
-        get_prices()
-    (fm_home / "prices.toml").unlink()
+        set_prices({"x": (1, 2)}, save=True)
+    assert (fm_home / "prices.toml").read_text() == '"gpt-4o" = [1, \n'
 
 
 def test_save_writes_prices_toml_and_keeps_what_is_there(fm_home):
