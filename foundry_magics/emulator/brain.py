@@ -2,6 +2,15 @@
 
 Everything here is a pure function of its arguments (no randomness, no clock), so the
 same request always gets the same reply. Free text starts with ``[emulated] ``.
+
+Rules the semantic operators rely on (tests and tutorials know the truth from the text):
+
+* Embeddings (`embed`): a feature-hashed bag of words, unit length - texts that share words
+  are similar (cosine > 0), texts that share none are near 0, the same text is 1.
+* A pair judgement (`pair_judgement`, a boolean in structured output, as `df.foundry.join`
+  asks): when the prompt holds two or more ID tokens - an upper-case code, a dash and digits,
+  such as SKU-0042 or ORD-17 - the answer is true exactly when one ID occurs at least twice
+  (the left and the right text name the same thing), else false.
 """
 
 from __future__ import annotations
@@ -406,6 +415,9 @@ class _Gen:
         if t == "number":
             return self._number(s, name, integer=False)
         if t == "boolean":
+            verdict = pair_judgement(self.text)
+            if verdict is not None:
+                return verdict
             lname = name.lower()
             if any(k in lname for k in ("positive", "happy", "satisf")):
                 return sentiment(self.text) == "positive"
@@ -524,6 +536,25 @@ def json_for_schema(schema: Any, text: str) -> Any:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- judgements
+
+_ID_TOKEN = re.compile(r"(?<![\w-])[A-Z][A-Z0-9]*-\d+(?![\w-])")
+
+
+def id_tokens(text: str) -> list[str]:
+    """The ID tokens of a text, in order: SKU-0042, ORD-17 (upper-case code, dash, digits)."""
+    return _ID_TOKEN.findall(text)
+
+
+def pair_judgement(text: str) -> bool | None:
+    """The join rule: with two or more ID tokens in the prompt, True when one of them occurs at
+    least twice, else False; None (no rule) with fewer than two."""
+    ids = id_tokens(text)
+    if len(ids) < 2:
+        return None
+    return len(set(ids)) < len(ids)
 
 
 # --------------------------------------------------------------------------- embeddings
