@@ -8,9 +8,10 @@ Rules the semantic operators rely on (tests and tutorials know the truth from th
 * Embeddings (`embed`): a feature-hashed bag of words, unit length - texts that share words
   are similar (cosine > 0), texts that share none are near 0, the same text is 1.
 * A pair judgement (`pair_judgement`, a boolean in structured output, as `df.foundry.join`
-  asks): when the prompt holds two or more ID tokens - an upper-case code, a dash and digits,
-  such as SKU-0042 or ORD-17 - the answer is true exactly when one ID occurs at least twice
-  (the left and the right text name the same thing), else false.
+  asks): when the prompt holds an ID token - an upper-case code, a dash and digits, such as
+  SKU-0042 or ORD-17 - the answer is true exactly when one ID occurs at least twice (the left
+  and the right text name the same thing), else false. A prompt without one gets no answer
+  from this rule.
 """
 
 from __future__ import annotations
@@ -549,10 +550,10 @@ def id_tokens(text: str) -> list[str]:
 
 
 def pair_judgement(text: str) -> bool | None:
-    """The join rule: with two or more ID tokens in the prompt, True when one of them occurs at
-    least twice, else False; None (no rule) with fewer than two."""
+    """The join rule: with an ID token in the prompt, True when one of them occurs at least
+    twice, else False; None (no rule) without one."""
     ids = id_tokens(text)
-    if len(ids) < 2:
+    if not ids:
         return None
     return len(set(ids)) < len(ids)
 

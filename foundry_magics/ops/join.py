@@ -12,8 +12,8 @@
   embeddings of `on=(left_col, right_col)` (default: the first column each side of the
   predicate names), cached per text, compared by cosine in numpy (`ops.vectors.nearest`);
   `shortlist=None` judges every pair; "auto" (the default) is K = AUTO_K when the cross product
-  exceeds AUTO_PAIRS pairs, else every pair. A row whose `on` value is missing has no
-  embedding: it is judged against nothing and listed in the failures.
+  exceeds AUTO_PAIRS pairs, else every pair. A left row whose `on` value is missing has no
+  pair (like a missing value anywhere); one whose embedding failed is listed in the failures.
 * A pair is a row of the judgement plan: identical pairs are judged once, a pair with a missing
   value sends nothing (no match), a pair whose reply is not a yes/no fails and is listed in
   `fm.last_run().failures` by (left label, right label).
@@ -169,8 +169,11 @@ class Join(Operation):
         keep = np.flatnonzero(lp)
         li = np.repeat(keep, idx.shape[1])
         ri = idx[keep].reshape(-1)
-        missing = [(int(i), f"no shortlist: no embedding of its {self.on[0]!r} value"
-                    + (" (the value is missing)" if _missing(lcol[i]) else "")) for i in np.flatnonzero(~lp)]
+        # a missing `on` value: nothing to compare, no pair (as a missing value sends nothing);
+        # an embedding that failed: listed with its reason
+        missing = [(int(i), f"no shortlist: the embedding of its {self.on[0]!r} value failed: "
+                    + str(result.errors.get(where[as_text(lcol[i])], "no vector")))
+                   for i in np.flatnonzero(~lp) if not _missing(lcol[i])]
         return li.astype(np.int64), ri.astype(np.int64), missing
 
     def _embed_options(self) -> dict[str, Any]:
