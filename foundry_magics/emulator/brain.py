@@ -7,11 +7,13 @@ Rules the semantic operators rely on (tests and tutorials know the truth from th
 
 * Embeddings (`embed`): a feature-hashed bag of words, unit length - texts that share words
   are similar (cosine > 0), texts that share none are near 0, the same text is 1.
-* A pair judgement (`pair_judgement`, a boolean in structured output, as `df.foundry.join`
-  asks): when the prompt holds an ID token - an upper-case code, a dash and digits, such as
-  SKU-0042 or ORD-17 - the answer is true exactly when one ID occurs at least twice (the left
-  and the right text name the same thing), else false. A prompt without one gets no answer
-  from this rule.
+* A pair judgement (`pair_judgement`: structured output whose schema has one boolean
+  property, as `df.foundry.join` asks): when the prompt holds two or more ID tokens - an
+  upper-case code, a dash and digits, such as SKU-0042 or ORD-17 - the answer is true exactly
+  when one ID occurs at least twice (the left and the right text name the same thing), else
+  false. With fewer than two, this rule says nothing and the other rules answer. A join whose
+  texts each carry one ID (a review naming SKU-0042, products titled by their SKU) therefore
+  has a known truth.
 """
 
 from __future__ import annotations
@@ -416,9 +418,6 @@ class _Gen:
         if t == "number":
             return self._number(s, name, integer=False)
         if t == "boolean":
-            verdict = pair_judgement(self.text)
-            if verdict is not None:
-                return verdict
             lname = name.lower()
             if any(k in lname for k in ("positive", "happy", "satisf")):
                 return sentiment(self.text) == "positive"
@@ -532,6 +531,9 @@ def _cap_runs(text: str) -> list[str]:
 
 def json_for_schema(schema: Any, text: str) -> Any:
     schema = schema if isinstance(schema, dict) else {}
+    pair = _pair_reply(schema, text)  # the join's pair rule comes first (see the module's rules)
+    if pair is not None:
+        return pair
     return _Gen(schema, text).value(schema, "")
 
 
@@ -550,12 +552,24 @@ def id_tokens(text: str) -> list[str]:
 
 
 def pair_judgement(text: str) -> bool | None:
-    """The join rule: with an ID token in the prompt, True when one of them occurs at least
-    twice, else False; None (no rule) without one."""
+    """The join rule: with two or more ID tokens in the prompt, True when one of them occurs at
+    least twice, else False; None (no rule) with fewer."""
     ids = id_tokens(text)
-    if not ids:
+    if len(ids) < 2:
         return None
     return len(set(ids)) < len(ids)
+
+
+def _pair_reply(schema: dict, text: str) -> Any:
+    """{field: verdict} for a schema of one boolean property when the pair rule applies, else None."""
+    props = schema.get("properties")
+    if not isinstance(props, dict) or len(props) != 1:
+        return None
+    name, prop = next(iter(props.items()))
+    if not isinstance(prop, dict) or prop.get("type") != "boolean":
+        return None
+    verdict = pair_judgement(text)
+    return None if verdict is None else {name: verdict}
 
 
 # --------------------------------------------------------------------------- embeddings

@@ -71,7 +71,7 @@ def test_similarity_column_against_column_and_against_one_text(emu, conn):
 
 def test_join_returns_the_matching_pairs_by_the_emulator_rule(emu, conn):
     left = pd.DataFrame({"id": [1, 2, 3], "text": ["My SKU-7 kettle boils fast", "SKU-9 lamp flickers",
-                                                  "No code at all"]}, index=[10, 20, 30])
+                                                  "SKU-5 mug, no such product"]}, index=[10, 20, 30])
     right = pd.DataFrame({"id": [7, 8, 9], "title": ["SKU-7 steel kettle", "SKU-8 desk", "SKU-9 reading lamp"]})
     out = left.foundry.join(right, "{left.text} is about the product {right.title}", connection=conn,
                             progress=False)

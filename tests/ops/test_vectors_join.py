@@ -150,5 +150,6 @@ def test_emulator_pair_rule_is_a_shared_id_token():
     assert brain.pair_judgement("My kettle (SKU-0042) is about the product SKU-0042 steel kettle") is True
     assert brain.pair_judgement("My kettle (SKU-0042) is about the product SKU-0043 steel kettle") is False
     assert brain.pair_judgement("no identifier at all") is None
+    assert brain.pair_judgement("only ORD-7 here") is None  # one ID: the other rules answer
     schema = {"type": "object", "properties": {"answer": {"type": "boolean"}}}
     assert brain.json_for_schema(schema, "ORD-7 late; ORD-7 order") == {"answer": True}
