@@ -2,6 +2,18 @@
 
 Everything here is a pure function of its arguments (no randomness, no clock), so the
 same request always gets the same reply. Free text starts with ``[emulated] ``.
+
+Rules the semantic operators rely on (tests and tutorials know the truth from the text):
+
+* Embeddings (`embed`): a feature-hashed bag of words, unit length - texts that share words
+  are similar (cosine > 0), texts that share none are near 0, the same text is 1.
+* A pair judgement (`pair_judgement`: structured output whose schema has one boolean
+  property, as `df.foundry.join` asks): when the prompt holds two or more ID tokens - an
+  upper-case code, a dash and digits, such as SKU-0042 or ORD-17 - the answer is true exactly
+  when one ID occurs at least twice (the left and the right text name the same thing), else
+  false. With fewer than two, this rule says nothing and the other rules answer. A join whose
+  texts each carry one ID (a review naming SKU-0042, products titled by their SKU) therefore
+  has a known truth.
 """
 
 from __future__ import annotations
@@ -540,11 +552,45 @@ def _cap_runs(text: str) -> list[str]:
 
 def json_for_schema(schema: Any, text: str) -> Any:
     schema = schema if isinstance(schema, dict) else {}
+    pair = _pair_reply(schema, text)  # the join's pair rule comes first (see the module's rules)
+    if pair is not None:
+        return pair
     return _Gen(schema, text).value(schema, "")
 
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- judgements
+
+_ID_TOKEN = re.compile(r"(?<![\w-])[A-Z][A-Z0-9]*-\d+(?![\w-])")
+
+
+def id_tokens(text: str) -> list[str]:
+    """The ID tokens of a text, in order: SKU-0042, ORD-17 (upper-case code, dash, digits)."""
+    return _ID_TOKEN.findall(text)
+
+
+def pair_judgement(text: str) -> bool | None:
+    """The join rule: with two or more ID tokens in the prompt, True when one of them occurs at
+    least twice, else False; None (no rule) with fewer."""
+    ids = id_tokens(text)
+    if len(ids) < 2:
+        return None
+    return len(set(ids)) < len(ids)
+
+
+def _pair_reply(schema: dict, text: str) -> Any:
+    """{field: verdict} for a schema of one boolean property when the pair rule applies, else None."""
+    props = schema.get("properties")
+    if not isinstance(props, dict) or len(props) != 1:
+        return None
+    name, prop = next(iter(props.items()))
+    if not isinstance(prop, dict) or prop.get("type") != "boolean":
+        return None
+    verdict = pair_judgement(text)
+    return None if verdict is None else {name: verdict}
 
 
 # --------------------------------------------------------------------------- embeddings

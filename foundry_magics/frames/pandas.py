@@ -9,6 +9,9 @@
     df["text"].foundry.extract({"name": str, "age": int})             # DataFrame
     df["text"].foundry.embed()                                        # Series of numpy vectors
     df["text"].foundry.summarize(), .translate("French"), .sentiment()
+    df.foundry.search("broken zipper", k=10, column="text")          # k most similar rows + "score"
+    df.foundry.similarity("text", "title"); df["text"].foundry.similarity("delivery was late")
+    df.foundry.join(products, "{left.text} is about {right.title}")   # the matching pairs
 
 What happens here: the frame's columns become Arrow arrays (`Rows`), the operation of
 `ops.operations` validates the options, plans, runs (online, `batch=True`, `estimate=True`)
@@ -34,7 +37,7 @@ from foundry_magics.ops.operations import Outcome, Rows
 
 __all__ = ["FoundryDataFrameAccessor", "FoundrySeriesAccessor", "register", "prompt", "classify", "extract",
            "embed", "summarize", "translate", "sentiment", "estimate", "run_frame", "batch_jobs", "rows_of",
-           "to_pandas"]
+           "to_pandas", "similarity", "search", "join"]
 
 
 # ====================================================================== pandas -> Rows
@@ -118,6 +121,9 @@ def to_pandas(outcome: Outcome, index: Any, name: Any = None, prefix: str | None
         return pd.Series(pd.Categorical(outcome.rows(), categories=outcome.labels), index=index, name=name)
     if outcome.kind == "vector":
         return pd.Series(outcome.rows(), index=index, name=name, dtype=object)
+    if outcome.kind == "score":  # a float per row, NaN where there is none
+        return pd.Series(outcome.arrow(type=pa.float64()).to_numpy(zero_copy_only=False), index=index, name=name,
+                         dtype="float64")
     fields = list(outcome.values)
     data = {}
     for f in fields:
@@ -177,6 +183,71 @@ def sentiment(series: Any, *, images: Any = None, where: str = "sentiment()", **
 
 def embed(series: Any, *, where: str = "embed()", **options: Any) -> Any:
     return _run(ops.Embed(where=where, **options), series)
+
+
+def similarity(obj: Any, a: Any = None, b: Any = None, *, text: str | None = None,
+               where: str = "similarity()", **options: Any) -> Any:
+    """Cosine similarity of the embeddings of `a` and `b` (columns), or of `a` (the Series'
+    values) and `text`, row by row: a float64 Series in [-1, 1] on obj.index, NaN where a value is missing."""
+    from foundry_magics.ops.search import Similarity
+
+    op = Similarity(a, b, text=text, where=where, **options)
+    return _run(op, obj, convert=lambda outcome: to_pandas(outcome, obj.index, "similarity"), label="similarity")
+
+
+def search(obj: Any, query: str, k: int = 10, column: Any = None, *, where: str = "search()",
+           **options: Any) -> Any:
+    """The `k` rows whose `column` is most similar to `query` (embeddings, cosine), best first,
+    with a "score" column ("search_score" if the frame has a "score" column)."""
+    import pandas as pd
+
+    from foundry_magics.ops.search import Similarity, check_k, top_k
+
+    k = check_k(k, where)
+    frame = obj.to_frame() if isinstance(obj, pd.Series) else obj
+    if column is None and not isinstance(obj, pd.Series):
+        if len(frame.columns) != 1:
+            raise ConfigurationError(f"{where} needs the column to search: column='text'.",
+                                     hint=f"Columns: {', '.join(repr(str(c)) for c in list(frame.columns)[:30])}.")
+        column = frame.columns[0]
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigurationError(f"{where} needs a text to search for, got {query!r}.",
+                                 hint='For example search("broken zipper", k=10, column="text").')
+    op = Similarity(None if isinstance(obj, pd.Series) else column, text=query, where=where, **options)
+
+    def convert(outcome: Outcome) -> Any:
+        scores = to_pandas(outcome, obj.index, "score").to_numpy()
+        best = top_k(scores, k)
+        out = frame.iloc[best].copy()
+        out["search_score" if "score" in frame.columns else "score"] = scores[best]
+        return out
+
+    return _run(op, obj, convert=convert, label="search")
+
+
+def join(left: Any, right: Any, predicate: str, *, shortlist: Any = "auto", on: Any = None,
+         where: str = "join()", **options: Any) -> Any:
+    """The pairs of rows the model judges to match `predicate` (`{left.col}`, `{right.col}`):
+    left columns, then right columns (clashing names get _left / _right), index reset."""
+    import pandas as pd
+
+    from foundry_magics.ops.join import Join, joined_names
+
+    for side, frame in (("left", left), ("right", right)):
+        if not isinstance(frame, pd.DataFrame):
+            raise ConfigurationError(f"join() needs a pandas DataFrame on the {side}, got {type(frame).__name__}.",
+                                     hint="df.foundry.join(other_df, '{left.text} ... {right.title}').")
+    op = Join(predicate, shortlist=shortlist, on=on, where=where, **options)
+
+    def convert(lpos: Any, rpos: Any) -> Any:
+        lcols, rcols = joined_names(list(left.columns), list(right.columns))
+        a = left.iloc[lpos].reset_index(drop=True)
+        b = right.iloc[rpos].reset_index(drop=True)
+        a.columns, b.columns = lcols, rcols
+        return pd.concat([a, b], axis=1)
+
+    return op.join(rows_of(left), rows_of(right), convert, lambda pos: list(left.index[pos]),
+                   lambda pos: list(right.index[pos]), label="join")
 
 
 def run_frame(df: Any, template: str, *, out: str | None, namespace: Mapping[str, Any] | None = None,
@@ -267,6 +338,34 @@ class FoundryDataFrameAccessor(_Base):
         batch=True at the Batch API price). Sends nothing."""
         return estimate(self._obj, template, images=images, where="df.foundry.estimate()", **options)
 
+    def search(self, query: str, k: int = 10, column: Any = None, **options: Any) -> Any:
+        """The `k` rows whose `column` is most similar to `query`, best first, with a "score"
+        column (cosine similarity of embeddings; no chat request). Each text is embedded once and
+        cached: searching the column again sends only the new query. Options: model (the
+        embeddings deployment), dimensions, connection, cache, progress, concurrency, batch,
+        wait, poll_interval, estimate."""
+        return search(self._obj, query, k, column, where="df.foundry.search()", **options)
+
+    def similarity(self, a: Any, b: Any = None, *, text: str | None = None, **options: Any) -> Any:
+        """Cosine similarity of the embeddings of columns `a` and `b` row by row (or of `a` and
+        one `text`): a float64 Series in [-1, 1], NaN where a value is missing. Options as for search()."""
+        return similarity(self._obj, a, b, text=text, where="df.foundry.similarity()", **options)
+
+    def join(self, other: Any, predicate: str, *, shortlist: Any = "auto", on: Any = None, **options: Any) -> Any:
+        """The pairs of rows of this frame and `other` that the model judges to match `predicate`,
+        which names columns as {left.col} and {right.col}: a DataFrame of the left columns then
+        the right columns (a name on both sides gets _left / _right), index reset.
+
+        shortlist=K judges each left row only against its K most similar right rows by
+        embeddings of `on=(left_col, right_col)` (default: the first column each side of the
+        predicate); None judges every pair; "auto" is K=10 when there are more than 10,000
+        pairs, else every pair. One yes/no per distinct pair (structured output); pairs that
+        could not be judged are left out and listed in fm.last_run().failures.
+
+        Options: those of prompt() (model is the judging model), plus embed_model and
+        dimensions for the shortlist's embeddings."""
+        return join(self._obj, other, predicate, shortlist=shortlist, on=on, where="df.foundry.join()", **options)
+
 
 class FoundrySeriesAccessor(_Base):
     """`series.foundry`: prompts over one column; `{}` is the value."""
@@ -305,6 +404,15 @@ class FoundrySeriesAccessor(_Base):
         Options: concurrency, batch, wait, poll_interval, estimate."""
         return embed(self._obj, where="s.foundry.embed()", model=model, dimensions=dimensions, connection=connection,
                      cache=cache, progress=progress, **options)
+
+    def similarity(self, text: str, **options: Any) -> Any:
+        """Cosine similarity of each value's embedding and `text`'s: a float64 Series in [-1, 1]
+        on the Series' index, NaN where a value is missing. No chat request; embeddings cached."""
+        return similarity(self._obj, None, text=text, where="s.foundry.similarity()", **options)
+
+    def search(self, query: str, k: int = 10, **options: Any) -> Any:
+        """The `k` values most similar to `query`, best first, as a DataFrame with a "score" column."""
+        return search(self._obj, query, k, where="s.foundry.search()", **options)
 
     def summarize(self, system: str | None = None, model: str | None = None, connection: Any = None,
                   concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,

@@ -8,6 +8,9 @@
     pl_df["text"].foundry.extract({"name": str, "age": int})          # pl.DataFrame
     pl_df["text"].foundry.embed()                                     # pl.Series of Array(Float32, dim)
     pl_df["text"].foundry.summarize(), .translate("French"), .sentiment()
+    pl_df.foundry.search("broken zipper", k=10, column="text")        # k most similar rows + "score"
+    pl_df.foundry.similarity("text", "title"); pl_df["text"].foundry.similarity("delivery was late")
+    pl_df.foundry.join(products, "{left.text} is about {right.title}") # the matching pairs
 
 What happens here: the frame's columns become Arrow arrays (`Series.to_arrow`, no pandas), the
 operation of `ops.operations` validates the options, plans, runs (online, `batch=True`,
@@ -29,7 +32,7 @@ from foundry_magics.ops import operations as ops
 from foundry_magics.ops.operations import Outcome, Rows
 
 __all__ = ["FoundryPolarsFrame", "FoundryPolarsSeries", "register", "prompt", "classify", "extract", "embed",
-           "summarize", "translate", "sentiment", "estimate", "rows_of", "to_polars"]
+           "summarize", "translate", "sentiment", "estimate", "rows_of", "to_polars", "similarity", "search", "join"]
 
 
 # ====================================================================== Polars -> Rows
@@ -159,6 +162,8 @@ def to_polars(outcome: Outcome, name: str = "", prefix: str | None = None) -> An
         return _labels(outcome, name)
     if outcome.kind == "vector":
         return _vectors(outcome, name)
+    if outcome.kind == "score":  # a float per row, null where there is none
+        return pl.Series(name, outcome.arrow(type=pa.float64()))
     fields = list(outcome.values)
     columns = []
     for f in fields:
@@ -168,11 +173,12 @@ def to_polars(outcome: Outcome, name: str = "", prefix: str | None = None) -> An
 
 
 def _run(op: ops.Operation, obj: Any, images: Any = None, namespace: Mapping[str, Any] | None = None,
-         name: str | None = None, prefix: str | None = None) -> Any:
+         name: str | None = None, prefix: str | None = None, convert: Callable[[Outcome], Any] | None = None,
+         label: str | None = None) -> Any:
     plan = op.plan(rows_of(obj, images), namespace)
     if name is None:
         name = obj.name if _is_series(obj) else "prompt"
-    return op.run(plan, lambda outcome: to_polars(outcome, name, prefix))
+    return op.run(plan, convert or (lambda outcome: to_polars(outcome, name, prefix)), label=label)
 
 
 # ====================================================================== the operations
@@ -223,6 +229,72 @@ def embed(series: Any, *, where: str = "embed()", **options: Any) -> Any:
     return _run(ops.Embed(where=where, **options), series)
 
 
+def similarity(obj: Any, a: Any = None, b: Any = None, *, text: str | None = None,
+               where: str = "similarity()", **options: Any) -> Any:
+    """Cosine similarity of the embeddings of columns `a` and `b` (or of the Series' values and
+    `text`), row by row: a Float64 pl.Series "similarity" in [-1, 1], null where a value is null."""
+    from foundry_magics.ops.search import Similarity
+
+    op = Similarity(a, b, text=text, where=where, **options)
+    return _run(op, obj, convert=lambda outcome: to_polars(outcome, "similarity"), label="similarity")
+
+
+def search(obj: Any, query: str, k: int = 10, column: Any = None, *, where: str = "search()",
+           **options: Any) -> Any:
+    """The `k` rows whose `column` is most similar to `query`, best first, with a "score" column
+    ("search_score" if the frame has a "score" column)."""
+    import numpy as np
+    import polars as pl
+
+    from foundry_magics.ops.search import Similarity, check_k, top_k
+
+    k = check_k(k, where)
+    series = _is_series(obj)
+    frame = obj.to_frame() if series else obj
+    if column is None and not series:
+        if len(frame.columns) != 1:
+            raise ConfigurationError(f"{where} needs the column to search: column='text'.",
+                                     hint=f"Columns: {', '.join(repr(c) for c in frame.columns[:30])}.")
+        column = frame.columns[0]
+    if not isinstance(query, str) or not query.strip():
+        raise ConfigurationError(f"{where} needs a text to search for, got {query!r}.",
+                                 hint='For example search("broken zipper", k=10, column="text").')
+    op = Similarity(None if series else column, text=query, where=where, **options)
+
+    def convert(outcome: Outcome) -> Any:
+        scores = to_polars(outcome, "score").fill_null(float("nan")).to_numpy()
+        best = top_k(scores, k)
+        name = "search_score" if "score" in frame.columns else "score"
+        return frame[best].with_columns(pl.Series(name, np.asarray(scores[best], dtype=np.float64)))
+
+    return _run(op, obj, convert=convert, label="search")
+
+
+def join(left: Any, right: Any, predicate: str, *, shortlist: Any = "auto", on: Any = None,
+         where: str = "join()", **options: Any) -> Any:
+    """The pairs of rows the model judges to match `predicate` (`{left.col}`, `{right.col}`):
+    left columns, then right columns (clashing names get _left / _right), in left-row order.
+    Failures are listed by (left row number, right row number)."""
+    import polars as pl
+
+    from foundry_magics.ops.join import Join, joined_names
+
+    for side, frame in (("left", left), ("right", right)):
+        if not isinstance(frame, pl.DataFrame):
+            raise ConfigurationError(f"join() needs a Polars DataFrame on the {side}, got {type(frame).__name__}.",
+                                     hint="pl_df.foundry.join(other_pl_df, '{left.text} ... {right.title}').")
+    op = Join(predicate, shortlist=shortlist, on=on, where=where, **options)
+
+    def convert(lpos: Any, rpos: Any) -> Any:
+        lcols, rcols = joined_names(left.columns, right.columns)
+        a = left[lpos].rename(dict(zip(left.columns, lcols)))
+        b = right[rpos].rename(dict(zip(right.columns, rcols)))
+        return pl.concat([a, b], how="horizontal")
+
+    return op.join(rows_of(left), rows_of(right), convert, lambda pos: pos.tolist(), lambda pos: pos.tolist(),
+                   label="join")
+
+
 # ====================================================================== the namespaces
 
 
@@ -267,6 +339,23 @@ class FoundryPolarsFrame(_Base):
         `fm.Estimate`. Sends nothing."""
         return estimate(self._obj, template, images=images, where="df.foundry.estimate()", **options)
 
+    def search(self, query: str, k: int = 10, column: Any = None, **options: Any) -> Any:
+        """The `k` rows whose `column` is most similar to `query`, best first, with a "score"
+        column (embeddings, cosine; no chat request; each text embedded once and cached).
+        Options: model (the embeddings deployment), dimensions, connection, cache, progress,
+        concurrency, batch, wait, poll_interval, estimate."""
+        return search(self._obj, query, k, column, where="df.foundry.search()", **options)
+
+    def similarity(self, a: Any, b: Any = None, *, text: str | None = None, **options: Any) -> Any:
+        """Cosine similarity of the embeddings of columns `a` and `b` row by row (or of `a` and
+        one `text`): a Float64 pl.Series in [-1, 1], null where a value is null."""
+        return similarity(self._obj, a, b, text=text, where="df.foundry.similarity()", **options)
+
+    def join(self, other: Any, predicate: str, *, shortlist: Any = "auto", on: Any = None, **options: Any) -> Any:
+        """The pairs of rows of this frame and `other` the model judges to match `predicate`
+        ({left.col}, {right.col}); shortlist / on / options as for pandas' df.foundry.join."""
+        return join(self._obj, other, predicate, shortlist=shortlist, on=on, where="df.foundry.join()", **options)
+
 
 class FoundryPolarsSeries(_Base):
     """`pl_series.foundry`: prompts over one column; `{}` is the value. Results keep its name."""
@@ -304,6 +393,14 @@ class FoundryPolarsSeries(_Base):
         batch, wait, poll_interval, estimate."""
         return embed(self._obj, where="s.foundry.embed()", model=model, dimensions=dimensions, connection=connection,
                      cache=cache, progress=progress, **options)
+
+    def similarity(self, text: str, **options: Any) -> Any:
+        """Cosine similarity of each value's embedding and `text`'s: a Float64 pl.Series, null where null."""
+        return similarity(self._obj, None, text=text, where="s.foundry.similarity()", **options)
+
+    def search(self, query: str, k: int = 10, **options: Any) -> Any:
+        """The `k` values most similar to `query`, best first, as a pl.DataFrame with a "score" column."""
+        return search(self._obj, query, k, where="s.foundry.search()", **options)
 
     def summarize(self, system: str | None = None, model: str | None = None, connection: Any = None,
                   concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,

@@ -6,6 +6,8 @@
     out = sdf.foundry.extract("text", {"name": str, "age": int})          # columns name, age
     out = sdf.foundry.embed("text", output_col="vector")                   # array<float>
     out = sdf.foundry.summarize("text"); sdf.foundry.translate("text", "French", output_col="fr")
+    out = sdf.foundry.similarity("text", "title")                          # double: cosine of embeddings
+    out = sdf.foundry.similarity("text", "delivery was late")              # a column against one text
     fm.spark.prompt(sdf, "...", output_col=...)                            # the same, as functions
     out.write.parquet(path)                                                # ordinary Spark from here
 
@@ -46,7 +48,7 @@ from typing import Any, Sequence
 
 from foundry_magics.frames.spark_errors import foundry_error, readable_errors
 
-__all__ = ["prompt", "classify", "extract", "embed", "summarize", "translate", "sentiment", "estimate",
+__all__ = ["prompt", "classify", "extract", "embed", "summarize", "translate", "sentiment", "estimate", "similarity",
            "FoundrySparkAccessor", "register", "foundry_error", "readable_errors"]
 
 
@@ -169,6 +171,30 @@ def sentiment(sdf: Any, column: str, output_col: str = "sentiment", *, paralleli
     return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism)
 
 
+def similarity(sdf: Any, column: str, other: str | None = None, output_col: str = "similarity", *,
+               text: str | None = None, parallelism: int | None = None, **options: Any) -> Any:
+    """Cosine similarity of the embeddings of `column` and `other` row by row -> a lazy
+    DataFrame with `output_col` (double in [-1, 1], null where a value is missing) and
+    foundry_error. `other` is a column of `sdf`, or else one text every row is compared with
+    (`text=` says it is a text even when a column has that name). No chat request: each task
+    embeds the distinct texts of its batches (cached per text) and compares them in numpy.
+    Options: model (the embeddings deployment), dimensions, connection, cache, concurrency, progress."""
+    from foundry_magics.errors import ConfigurationError
+    from foundry_magics.ops.search import Similarity
+
+    if text is None and other is not None and other not in sdf.columns:
+        other, text = None, other
+    if text is None and other is None:
+        raise ConfigurationError("similarity() compares a column with another column or with one text.",
+                                 hint='For example sdf.foundry.similarity("text", "title") or '
+                                      'sdf.foundry.similarity("text", "delivery was late").')
+    op = Similarity(column, other, text=text, where=_where("similarity"), **options)
+    if op.estimate:
+        raise ConfigurationError("estimate=True is not available for sdf.foundry.similarity() yet; nothing was sent.",
+                                 hint="Embeddings are cheap: about one request per 2,048 distinct texts.")
+    return _run(sdf, op, output_col=output_col, parallelism=parallelism)
+
+
 # ====================================================================== sdf.foundry
 
 
@@ -201,9 +227,10 @@ class FoundrySparkAccessor:
     translate = _method(translate)
     sentiment = _method(sentiment)
     estimate = _method(estimate)
+    similarity = _method(similarity)
 
     def __repr__(self) -> str:
-        return "<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate>"
+        return "<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate, similarity>"
 
 
 class _AccessorProperty:

@@ -203,7 +203,7 @@ def shipped(op: Any, *, online: bool, slots: int | None = None) -> Any:
     for name in ("rpm", "tpm"):
         if o.get(name) and slots:
             o[name] = o[name] / slots
-    if online and getattr(op, "kind", None) == "embed" and o.get("concurrency") is None:
+    if online and getattr(op, "output", None) in ("vector", "score") and o.get("concurrency") is None:
         from foundry_magics.defaults import EMBED_CONCURRENCY
 
         o["concurrency"] = EMBED_CONCURRENCY
@@ -249,7 +249,7 @@ def _probe(conn: Any, op: Any) -> None:
 
     keyless = BaseClient(conn.replace(auth="none", api_key=None))
     o = op.options
-    if op.kind == "embed":
+    if op.output in ("vector", "score"):  # embeddings (embed, similarity)
         keyless.build_embed(["probe"], o.get("model"), o.get("dimensions"))
     else:
         request = op.request_spec(conn)
@@ -265,6 +265,8 @@ def _outputs(output_col: str | None, op: Any) -> list[Output]:
                                  hint='For example output_col="summary".')
     if op.output == "vector":
         return [Output(output_col or "vector", "vector")]
+    if op.output == "score":  # similarity: a double per row
+        return [Output(output_col or "similarity", "double")]
     if op.output in ("text", "label"):
         return [Output(output_col or _DEFAULT_OUT.get(op.kind, "reply"), "string")]
     props = to_json_schema(op.schema).get("properties") or {}

@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 from foundry_magics.ops.template import MISSING
 
-__all__ = ["loads", "match_label", "json_fields", "schema_fields", "MISSING"]
+__all__ = ["loads", "match_label", "json_fields", "schema_fields", "read_bool", "JUDGEMENT", "JUDGEMENT_SCHEMA",
+           "MISSING"]
 
 
 def loads(text: str) -> Any:
@@ -82,3 +83,34 @@ def json_fields(texts: Sequence[Any], schema: Any) -> tuple[dict[str, list], dic
         for f in fields:
             cols[f][i] = value.get(f)
     return cols, bad
+
+
+# A yes/no judgement (join; the shape mask/filter can share): structured output, one boolean.
+JUDGEMENT = "answer"
+JUDGEMENT_SCHEMA = {"type": "object", "properties": {JUDGEMENT: {"type": "boolean"}}, "required": [JUDGEMENT],
+                    "additionalProperties": False}
+_YES = frozenset({"true", "yes", "y", "1"})
+_NO = frozenset({"false", "no", "n", "0"})
+
+
+def read_bool(text: Any) -> Any:
+    """The yes/no of a judgement reply: JSON {"answer": true} (any single boolean field), a bare
+    true / false / yes / no; MISSING when the reply says neither."""
+    if isinstance(text, bool):
+        return text
+    if not isinstance(text, str):
+        return MISSING
+    value = loads(text) if "{" in text else None
+    if isinstance(value, dict):
+        v = value.get(JUDGEMENT, next(iter(value.values()), None) if len(value) == 1 else None)
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and _norm(v) in _YES | _NO:
+            return _norm(v) in _YES
+        return MISSING
+    word = _norm(text)
+    if word in _YES:
+        return True
+    if word in _NO:
+        return False
+    return MISSING

@@ -1,4 +1,5 @@
-"""Templates: `{col}`, `{col:spec}`, `{}` (the Series form's value), `{{` / `}}` literal braces.
+"""Templates: `{col}`, `{col:spec}`, `{}` (the Series form's value), `{{` / `}}` literal braces,
+and qualified names `{side.col}` for operations over several inputs (`{left.text}` in a join).
 
 Parsed once, checked against the input's columns (and, in a cell, the user's variables)
 before anything is sent; rendered row by row by the plan.
@@ -12,7 +13,8 @@ from typing import Any, Mapping, Sequence
 
 from foundry_magics.errors import ConfigurationError
 
-__all__ = ["Template", "parse_template", "resolve_names", "escape", "SERIES", "MISSING"]
+__all__ = ["Template", "parse_template", "resolve_names", "resolve_qualified", "split_qualified", "escape", "SERIES",
+           "MISSING"]
 
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
@@ -149,3 +151,46 @@ def resolve_names(tpl: Template, columns: Sequence[Any], namespace: Mapping[str,
         what = what if len(missing) == 1 else what.replace("a column", "columns").replace("a variable", "variables")
         raise ConfigurationError(f"The template uses {names}, which {are} {what}.", hint=hint)
     return cols, consts
+
+
+def split_qualified(name: str, sides: Sequence[str]) -> tuple[str, str] | None:
+    """`"left.text"` -> ("left", "text") when "left" is one of `sides`; None for any other name
+    (a plain `{col}`, or a column whose own label has a dot: `{price.usd}`)."""
+    side, dot, rest = name.partition(".")
+    if dot and side.strip() in sides and rest.strip():
+        return side.strip(), rest.strip()
+    return None
+
+
+def resolve_qualified(tpl: Template, sides: Mapping[str, Sequence[Any]]) -> dict[str, tuple[str, Any]]:
+    """Template name -> (side, column) for a template over several inputs, each name written
+    `{side.col}` (`sides`: side -> its column labels). Raises naming every name that is not
+    qualified by a side or not a column of its side, with that side's columns."""
+    out: dict[str, tuple[str, Any]] = {}
+    unqualified: list[str] = []
+    missing: dict[str, list[str]] = {}
+    for name in tpl.names:
+        got = split_qualified(name, list(sides))
+        if got is None:
+            unqualified.append(name)
+            continue
+        side, col_name = got
+        col = column_for(col_name, sides[side])
+        if col is MISSING:
+            missing.setdefault(side, []).append(name)
+        else:
+            out[name] = (side, col)
+    example = " and ".join("{" + f"{s}.column" + "}" for s in sides)
+    if tpl.positional or unqualified:
+        names = ", ".join("{" + n + "}" for n in unqualified) or "{}"
+        raise ConfigurationError(f"The template uses {names}, which does not say whose column it is.",
+                                 hint=f"Name each column with its side: {example}. Write {{{{ and }}}} for "
+                                      "literal braces.")
+    for side, names in missing.items():
+        cols = list(sides[side])
+        shown = ", ".join(repr(str(c)) for c in cols[:30]) + (f" (and {len(cols) - 30} more)" if len(cols) > 30 else "")
+        listed = ", ".join("{" + n + "}" for n in names)
+        are = "are not columns" if len(names) > 1 else "is not a column"
+        raise ConfigurationError(f"The template uses {listed}, which {are} of the {side} frame.",
+                                 hint=f"Columns of the {side} frame: {shown}.")
+    return out

@@ -817,3 +817,34 @@ def test_streaming_enrichment_to_parquet_restarts_from_its_checkpoint_sending_on
     new = [r for r in got if r.id >= 500]
     assert all(r.summary and r.foundry_error is None for r in new)
     assert [r.summary for r in new] == ask(conn, [f"Summarize: {r.text}" for r in new])
+
+
+# ====================================================================== similarity (semantic operators)
+
+
+def test_similarity_is_lazy_a_double_per_row_and_matches_pandas(spark, emu):
+    import math
+
+    import pandas as pd
+
+    conn = connection(emu)
+    rows = [("the zipper broke on my bag", "bag zipper", 1), ("delivery was late", "late delivery", 2),
+            (None, "x", 3), ("great kettle", "garden hose", 4)]
+    sdf = spark.session.createDataFrame(rows, "text string, title string, n int").repartition(2)
+    out = sdf.foundry.similarity("text", "title", connection=conn)
+    one = sdf.foundry.similarity("text", "delivery was late", output_col="late", connection=conn)
+    assert requests_sent(emu) == 0  # transformations: nothing sent yet
+    assert [(f.name, f.dataType.simpleString()) for f in out.schema.fields] == [
+        ("text", "string"), ("title", "string"), ("n", "int"), ("similarity", "double"), ("foundry_error", "string")]
+    got = {r.n: r for r in out.collect()}
+    pdf = pd.DataFrame(rows, columns=["text", "title", "n"])
+    want = pdf.foundry.similarity("text", "title", connection=conn, progress=False)
+    for i, n in enumerate(pdf["n"]):
+        if math.isnan(want[i]):
+            assert got[n].similarity is None and "missing value in column 'text'" in got[n].foundry_error
+        else:
+            assert got[n].similarity == pytest.approx(want[i], abs=1e-6) and got[n].foundry_error is None
+    assert got[1].similarity > 0.5 and abs(got[4].similarity) < 0.5
+    late = {r.n: r.late for r in one.collect()}
+    assert late[2] == pytest.approx(1.0, abs=1e-6) and late[3] is None
+    assert all(route.endswith("embeddings") for route in emu.stats()["by_route"])  # no chat request
