@@ -504,7 +504,8 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
         slots = parallelism or cluster.parallelism or 2
         spec = _Spec(op=ship, connection=conn.to_dict(), connection_name=conn.name, column=column,
                      columns=tuple(used), images=images, cache=bool(o.get("cache", True)), home=home, job=job_id,
-                     url=client.routes.line_url(kind), poll_interval=poll_interval)
+                     url=client.routes.line_url(kind), poll_interval=poll_interval,
+                     max_lines=BATCH_MAX_LINES, max_bytes=BATCH_MAX_BYTES)
         spark = sdf.sparkSession
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
