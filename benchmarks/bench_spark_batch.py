@@ -3,7 +3,7 @@ executors on local[2] (target: at least 20,000 rows/s), and the same call again 
 
 Timed from the call to the `fm.BatchJob` it returns with wait=False: the executors plan each
 Arrow batch, key every distinct request (the online keys: the cache is looked up), build its
-JSONL line; Spark groups the lines by key (identical requests of different partitions once)
+JSONL line; Spark repartitions the lines by key (identical requests of different partitions once)
 and joins the keys of pending jobs; each upload task writes its input files (split at 100,000
 lines / 200 MB), uploads them and waits until they are processed; the driver records the job
 with its keys and creates one batch per file. Rows are distinct (nothing deduplicated, nothing
@@ -88,7 +88,7 @@ def run(quick: bool = False) -> list[dict]:
          "target": f">= {TARGET:,}", "peer": None, "peer_value": None, "ratio": round(rate / TARGET, 3),
          "ok": rate >= TARGET and lines == n,
          "note": f"{seconds:.1f} s for {lines:,} lines in {files} file(s) ({made} uploads + creates): keys and "
-                 f"lines on the executors, grouped by key, written, uploaded and processed per task, job recorded, "
+                 f"lines on the executors, repartitioned by key, written, uploaded and processed per task, job recorded, "
                  f"batches created; Spark job scheduling included"},
         {"name": f"{NAME}: the same call again while pending: files + batches created", "value": again_made,
          "unit": "requests", "target": "= 0", "peer": None, "peer_value": None, "ratio": None,

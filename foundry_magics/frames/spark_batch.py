@@ -12,9 +12,10 @@ it returns is again a lazy DataFrame: all input columns, the result column(s), f
    exactly as the online run plans it, and each distinct request becomes one row: its cache
    key (the online key, which is also the line's `custom_id`), its JSONL input line, whether
    the cache already answers it, and the rows it stands for; plus one row of counts per batch.
-2. **Dedup and re-attach** (Spark): rows are grouped by key, so identical requests of
-   different partitions are submitted once; a left join with the keys that recorded, still
-   running jobs carry (the jobs table, `store.batches`) marks those to re-attach.
+2. **Dedup and re-attach** (Spark): the rows are repartitioned by key, so identical requests
+   of different partitions meet in one upload task, which writes each once; a left join with
+   the keys that recorded, still running jobs carry (the jobs table, `store.batches`) marks
+   those to re-attach.
 3. **Upload** (`UploadTask`, on the executors): each task writes its lines into input files
    split at 100,000 lines / 200 MB (`batch_api.inputs.PartWriter`), uploads each one and waits
    until the service has processed it; it returns one row per file (its id and the keys it
@@ -203,7 +204,7 @@ class KeyTask:
 
 
 class UploadTask:
-    """Grouped keys in; the input files of this task written, uploaded and processed; one row per file out."""
+    """Keys (partitioned by key) in; the input files of this task written, uploaded and processed; one row per file out."""
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
@@ -219,6 +220,7 @@ class UploadTask:
         spec = self.spec
         _enter(spec)
         counts = dict(rows=0, na=0, distinct=0, cached=0, cached_rows=0, pending_rows=0)
+        seen: set[bytes] = set()  # every copy of a key comes to this task (repartitioned by key): the first counts
         attached: dict[str, int] = {}
         files: list[tuple[str, str, int, int, bytes]] = []
         tag = secrets.token_hex(3)
@@ -239,6 +241,10 @@ class UploadTask:
                         counts["rows"] += rows or 0
                         counts["na"] += na or 0
                         continue
+                    if key in seen:  # the same request from another partition: its rows, once more
+                        counts["cached_rows" if cached else "pending_rows"] += weight or 0
+                        continue
+                    seen.add(key)
                     counts["distinct"] += 1
                     if cached:
                         counts["cached"] += 1
@@ -511,16 +517,15 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
             warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                                     category=FutureWarning)
             per_request = sdf.mapInArrow(KeyTask(spec), KEYS_SCHEMA)
-            per_key = per_request.groupBy("key").agg(
-                F.first("line", ignorenulls=True).alias("line"), F.max("cached").alias("cached"),
-                F.sum("weight").alias("weight"), F.sum("rows").alias("rows"), F.sum("na").alias("na"))
             live = store.live_keys() if store.has_live_jobs() else []
             if live:
                 pending = spark.createDataFrame(live, "key binary, job string")
-                per_key = per_key.join(F.broadcast(pending), "key", "left")
+                per_request = per_request.join(F.broadcast(pending), "key", "left")
             else:
-                per_key = per_key.withColumn("job", F.lit(None).cast("string"))
-            per_key = per_key.select("key", "line", "cached", "weight", "rows", "na", "job").coalesce(slots)
+                per_request = per_request.withColumn("job", F.lit(None).cast("string"))
+            # identical keys meet in one upload task, which writes each once (no aggregation: a plain exchange)
+            per_key = per_request.select("key", "line", "cached", "weight", "rows", "na", "job").repartition(
+                slots, "key")
             collected = per_key.mapInArrow(UploadTask(spec), PARTS_SCHEMA).collect()
         src = _Source(kind, model)
         call = SparkCall(client, store, src, progress=resolve(o.get("progress", True), batch=True),
