@@ -38,6 +38,7 @@ anything is sent. Nothing secret travels: tasks carry `Connection.to_dict()`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -444,6 +445,7 @@ class SparkCall:
         return self.make(reasons, job.missing_reason() if job.ids else "")
 
 
+@functools.lru_cache(maxsize=None)
 def _job_class() -> Any:
     from foundry_magics.batch_api.jobs import BatchJob
 
@@ -526,7 +528,13 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
             # identical keys meet in one upload task, which writes each once (no aggregation: a plain exchange)
             per_key = per_request.select("key", "line", "cached", "weight", "rows", "na", "job").repartition(
                 slots, "key")
-            collected = per_key.mapInArrow(UploadTask(spec), PARTS_SCHEMA).collect()
+            try:
+                collected = per_key.mapInArrow(UploadTask(spec), PARTS_SCHEMA).collect()
+            except KeyboardInterrupt:
+                from foundry_magics.batch_api.failures import BatchInterrupted
+
+                raise BatchInterrupted("Interrupted while the executors uploaded the input: no batch was created and "
+                                       "nothing runs on the service; run the call again to submit it.") from None
         src = _Source(kind, model)
         call = SparkCall(client, store, src, progress=resolve(o.get("progress", True), batch=True),
                          label=op.kind, poll_interval=poll_interval, started=started,
