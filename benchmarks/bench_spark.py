@@ -48,7 +48,8 @@ def _skip(reason: str) -> list[dict]:
              "peer": None, "peer_value": None, "ratio": None, "ok": None, "note": reason}]
 
 
-def _session():
+def session():
+    """A local[2] Spark session for the benchmarks, its JVM start-up chatter kept out of the output."""
     from pyspark.sql import SparkSession
 
     os.environ.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
@@ -145,7 +146,7 @@ def run(quick: bool = False) -> list[dict]:
     os.environ["FOUNDRY_MAGICS_HOME"] = tempfile.mkdtemp(prefix="fm-bench-spark-")
     n = 1_280 if quick else 4_000  # quick: 20 rounds of 64, so the ~0.3 s a Spark job costs stays small
     n_udf = 2 * TASKS * 10 if quick else 200  # at ~10 rows/s
-    spark = _session()
+    spark = session()
     try:
         with Emulator(latency=LATENCY, process=True, lifetime=900) as emu:
             conn = Connection.from_url(emu.url + "/openai/v1", kind="emulator", auth="none", model=MODEL)

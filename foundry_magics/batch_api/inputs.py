@@ -110,7 +110,11 @@ class PartWriter:
         self._file: Any = None
 
     def add(self, key: bytes, body: Any) -> None:
-        line = input_line(key.hex(), self.url, body)
+        self.add_line(key, input_line(key.hex(), self.url, body))
+
+    def add_line(self, key: bytes, line: bytes) -> None:
+        """A line already built by `rest.batches.input_line` (its custom_id is `key.hex()`):
+        Spark's executors build lines in one stage and write files in the next."""
         part = self._part
         if part is not None and (part.lines >= self.max_lines or part.size + len(line) > self.max_bytes):
             self._hand_over()

@@ -31,7 +31,13 @@ keeps one `foundry_error` holding both calls' reasons.
   retries does not resend what its first attempt finished. On a local master the executors
   share this process's cache. Their usage reaches `fm.usage()` (`frames.spark_usage`).
 * `estimate=True` / `sdf.foundry.estimate(...)`: the `fm.Estimate`, counted by Spark
-  (`frames.spark_estimate`); `batch=True` (the Batch API) is refused for now, nothing sent.
+  (`frames.spark_estimate`).
+* `batch=True`: the Batch API (`frames.spark_batch`). Unlike the online mode the call is
+  eager - the executors build and upload the input files (an action), the driver creates and
+  records the job and, with wait=True (default), waits for it - and returns the same lazy
+  DataFrame, its replies read from the cache; wait=False returns the `fm.BatchJob`, whose
+  `result()` is that DataFrame. Re-running re-attaches to a pending job; cached rows are not
+  submitted. Needs a local[...] master (the executors share the driver's cache).
 * `rpm` / `tpm` are budgets for the whole job: each task gets `rpm / parallelism`, where
   `parallelism` is how many tasks run at once (default: the session's defaultParallelism).
 * The connection reaches executors as `Connection.to_dict()`: never a key. Executors read
@@ -64,12 +70,9 @@ def _run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None
 
         return spark_estimate(sdf, op, column=column, images=images)
     if op.batch:
-        from foundry_magics.errors import ConfigurationError
+        from foundry_magics.frames.spark_batch import run as spark_batch
 
-        raise ConfigurationError(
-            "batch=True (the Batch API) does not run on Spark DataFrames yet; nothing was sent.",
-            hint="Run it online (leave batch out), or price it first with estimate=True, batch=True; for the "
-                 "Batch API today, convert a manageable frame with sdf.toPandas() and use df.foundry.*(batch=True).")
+        return spark_batch(sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images)
     from foundry_magics.frames.spark_job import build
 
     return build(sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images)
@@ -89,7 +92,7 @@ def prompt(sdf: Any, template: str, output_col: str | None = None, *, parallelis
     max_tokens, schema, api, concurrency (requests in flight per Spark task, default 32),
     rpm / tpm (budgets for the whole job, shared out as rpm / parallelism per task;
     `parallelism` defaults to the session's defaultParallelism), cache, progress (accepted;
-    Spark shows its own), images='column', batch (refused on Spark for now), wait, poll_interval,
+    Spark shows its own), images='column', batch (the Batch API: eager, see frames.spark_batch), wait, poll_interval,
     estimate (the `fm.Estimate`, counted by Spark, nothing sent).
     """
     from foundry_magics.ops.operations import Prompt

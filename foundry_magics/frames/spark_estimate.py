@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator
 
 from foundry_magics.defaults import EMBED_BATCH, ENV_HOME, FEED_CHUNK
 
-__all__ = ["estimate", "EstimateTask", "SCHEMA"]
+__all__ = ["estimate", "EstimateTask", "SCHEMA", "model_of"]
 
 SCHEMA = "key binary, tokens long, images long, cap long, cached boolean, rows long, na long"
 
@@ -168,7 +168,7 @@ def estimate(sdf: Any, op: Any, *, column: str | None = None, images: str | None
                                       "a pandas sample: sdf.limit(2000).toPandas().foundry.estimate(..., sample=20).")
     conn, cluster, used = prepare(sdf, op, column=column, images=images)
     ship = shipped(op, online=False)
-    model = _model(op, conn)
+    model = model_of(op, conn)
     if model and not ship.options.get("model"):
         ship.options["model"] = model  # what the run would find: the same request bodies and keys
     cache = bool(op.options.get("cache", True))
@@ -212,7 +212,7 @@ def estimate(sdf: Any, op: Any, *, column: str | None = None, images: str | None
     return est  # priced when read or shown (Estimate's cost properties), from the prices known then
 
 
-def _model(op: Any, conn: Any) -> str | None:
+def model_of(op: Any, conn: Any) -> str | None:
     """The model the run would use: given, the connection's, or (a local server) the one it lists."""
     from foundry_magics.engine.runner import ensure_model
     from foundry_magics.rest.base import BaseClient

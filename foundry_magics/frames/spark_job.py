@@ -33,7 +33,7 @@ from typing import Any
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.frames.spark_task import ERROR_COL, SCALARS, Output, PartitionTask, TaskSpec
 
-__all__ = ["build", "prepare", "shipped", "spark_type", "field_kind", "Cluster"]
+__all__ = ["build", "output_columns", "prepare", "shipped", "spark_type", "field_kind", "Cluster"]
 
 log = logging.getLogger("foundry_magics")
 
@@ -127,9 +127,11 @@ def spark_type(kind: str) -> Any:
 
 
 def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None = None,
-          parallelism: int | None = None, images: str | None = None) -> Any:
+          parallelism: int | None = None, images: str | None = None, task: Any = None) -> Any:
     """The lazy DataFrame of `op` (an `ops.operations.Operation`, its options checked when it was
-    made): input columns, result column(s), foundry_error (see frames.spark)."""
+    made): input columns, result column(s), foundry_error (see frames.spark). `task`: what
+    makes the executors' function from the `TaskSpec` (default `PartitionTask`: online;
+    `frames.spark_batch` reads a finished Batch API job's replies from the cache instead)."""
     from pyspark.sql.types import StructType
 
     if op.options.get("max_cost") is not None:  # each task would get the whole budget: refuse, send nothing
@@ -140,8 +142,7 @@ def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | Non
                  "or run a pandas / Polars frame with max_cost.")
     _checked = prepare(sdf, op, column=column, parallelism=parallelism, images=images)
     conn, cluster, used = _checked
-    outputs = _outputs(output_col, op)
-    merge = _check_output_names(outputs, sdf)
+    outputs, merge = output_columns(sdf, op, output_col)
     spec = TaskSpec(
         job=uuid.uuid4().hex, label=op.kind, connection=conn.to_dict(), connection_name=conn.name,
         op=shipped(op, online=True, slots=_slots(op, cluster, parallelism)), column=column, columns=tuple(used),
@@ -154,7 +155,14 @@ def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | Non
         # PySpark warns about pandas >= 3 when any pandas/Arrow UDF is made; this one converts
         # nothing with PySpark's pandas code (Arrow in, Arrow out), so the warning is not ours to show.
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-        return sdf.mapInArrow(PartitionTask(spec), schema)
+        return sdf.mapInArrow((task or PartitionTask)(spec), schema)
+
+
+def output_columns(sdf: Any, op: Any, output_col: str | None) -> tuple[list[Output], bool]:
+    """The result columns of `op` over `sdf`, checked (no clash with an input column), and
+    whether the input already has foundry_error (a chained call: its reasons are kept)."""
+    outputs = _outputs(output_col, op)
+    return outputs, _check_output_names(outputs, sdf)
 
 
 def prepare(sdf: Any, op: Any, *, column: str | None, parallelism: int | None = None,

@@ -123,12 +123,20 @@ def refuse_unknown(unknown: Mapping[str, Any], builder: Callable[..., Any], wher
         _known_options(builder, unknown, where)
 
 
-def _known_options(builder: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> None:
-    import inspect
+_PARAMS: dict[Any, tuple[str, ...]] = {}  # builder function -> its parameter names (asked per request)
 
+
+def _known_options(builder: Callable[..., Any], kwargs: Mapping[str, Any], where: str) -> None:
+    fn = getattr(builder, "__func__", builder)
+    params = _PARAMS.get(fn)
+    if params is None:  # inspect.signature costs ~0.1 ms: once per builder, not once per request
+        import inspect
+
+        params = _PARAMS[fn] = tuple(inspect.signature(builder).parameters)
+    if all(name in params for name in kwargs):
+        return
     from foundry_magics.ops.options import unknown_option
 
-    params = inspect.signature(builder).parameters
     for name in kwargs:
         if name not in params:
             raise unknown_option(name, [p for p in params if p not in ("prompt", "self")], where)

@@ -256,6 +256,14 @@ class JobStore:
                     found[key] = job
         return found
 
+    def live_keys(self) -> list[tuple[bytes, str]]:
+        """(key, job id) of every request that a part not yet collected carries (what `pending`
+        answers key by key), for a caller that matches keys elsewhere (Spark joins them)."""
+        with self._lock:
+            return [(bytes(k), j) for k, j in self.db.execute(
+                "SELECT k.key, k.job FROM job_keys k JOIN parts p ON p.job = k.job AND p.part = k.part "
+                "WHERE p.collected = 0")]
+
     def part_keys(self, job_id: str, part: int) -> list[bytes]:
         with self._lock:
             return [r[0] for r in self.db.execute("SELECT key FROM job_keys WHERE job = ? AND part = ?",

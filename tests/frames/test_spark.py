@@ -753,8 +753,6 @@ def test_estimate_is_the_pandas_estimate_counted_by_spark_and_sends_nothing(spar
     assert requests_sent(emu) == sent
     with pytest.raises(ConfigurationError, match="temperature"):
         sdf.foundry.estimate("Summarize: {text}", connection=conn, temperature="hot")
-    with pytest.raises(ConfigurationError, match="does not run on Spark DataFrames yet"):
-        sdf.foundry.prompt("Summarize: {text}", connection=conn, batch=True)
 
 
 # ====================================================================== usage
