@@ -240,6 +240,11 @@ _LABEL_LIST = re.compile(
 
 def reply_text(user: str, *, system: str = "", turn: int = 1, first_user: str = "") -> str:
     """The free-text reply for the last user message (directives already stripped)."""
+    from .operators import reduction  # agg's items / partial answers
+
+    reduced = reduction(user)
+    if reduced is not None:
+        return reduced
     u = " ".join(user.split())
     low = u.lower()
     nwords = len(u.split())
@@ -519,6 +524,11 @@ def _cap_runs(text: str) -> list[str]:
 
 def json_for_schema(schema: Any, text: str) -> Any:
     schema = schema if isinstance(schema, dict) else {}
+    from .operators import structured  # the semantic operators' rules (judgement, score, comparison)
+
+    special = structured(schema, text)
+    if special is not None:
+        return special
     return _Gen(schema, text).value(schema, "")
 
 
