@@ -6,6 +6,8 @@
     out = sdf.foundry.extract("text", {"name": str, "age": int})          # columns name, age
     out = sdf.foundry.embed("text", output_col="vector")                   # array<float>
     out = sdf.foundry.summarize("text"); sdf.foundry.translate("text", "French", output_col="fr")
+    out = sdf.foundry.mask("Asks for a 'refund': {text}")                  # boolean column "mask"
+    kept = sdf.foundry.filter("Asks for a 'refund': {text}")               # the rows judged true
     fm.spark.prompt(sdf, "...", output_col=...)                            # the same, as functions
     out.write.parquet(path)                                                # ordinary Spark from here
 
@@ -46,8 +48,8 @@ from typing import Any, Sequence
 
 from foundry_magics.frames.spark_errors import foundry_error, readable_errors
 
-__all__ = ["prompt", "classify", "extract", "embed", "summarize", "translate", "sentiment", "estimate",
-           "FoundrySparkAccessor", "register", "foundry_error", "readable_errors"]
+__all__ = ["prompt", "classify", "extract", "embed", "summarize", "translate", "sentiment", "estimate", "mask",
+           "filter", "FoundrySparkAccessor", "register", "foundry_error", "readable_errors"]
 
 
 def _run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None = None,
@@ -169,6 +171,37 @@ def sentiment(sdf: Any, column: str, output_col: str = "sentiment", *, paralleli
     return _run(sdf, op, column=column, output_col=output_col, parallelism=parallelism)
 
 
+def mask(sdf: Any, predicate: str, output_col: str = "mask", *, parallelism: int | None = None,
+         **options: Any) -> Any:
+    """One yes/no judgement per distinct row of `predicate` (a template over the columns) -> a lazy
+    DataFrame with a boolean `output_col` (null where the judgement failed or a value is missing,
+    the reason in foundry_error). Options as for prompt()."""
+    from foundry_magics.ops.judge import Judge
+
+    op = Judge(predicate, kind="mask", where=_where("mask"), **options)
+    return _run(sdf, op, output_col=output_col, parallelism=parallelism)
+
+
+def filter(sdf: Any, predicate: str, *, parallelism: int | None = None, **options: Any) -> Any:  # noqa: A001
+    """The rows judged true by `predicate`, lazily: the input columns, then `foundry_error` (null on
+    these rows unless an earlier call put a reason there). A row whose judgement failed is left
+    out, as are rows with a missing value; Spark is lazy, so nothing is counted here:
+    `sdf.foundry.mask(...).where("foundry_error IS NOT NULL")` lists them with the reason.
+    Options as for prompt(); estimate=True gives the `fm.Estimate`."""
+    from foundry_magics.frames.spark_task import ERROR_COL
+
+    column = "foundry_mask"
+    while column in sdf.columns:
+        column = "_" + column
+    out = mask(sdf, predicate, output_col=column, parallelism=parallelism, **options)
+    if not hasattr(out, "where"):  # the fm.Estimate
+        return out
+    from pyspark.sql import functions as F
+
+    kept = out.where(F.col(column)).drop(column)
+    return kept.select(*[c for c in kept.columns if c != ERROR_COL], ERROR_COL)
+
+
 # ====================================================================== sdf.foundry
 
 
@@ -201,9 +234,12 @@ class FoundrySparkAccessor:
     translate = _method(translate)
     sentiment = _method(sentiment)
     estimate = _method(estimate)
+    mask = _method(mask)
+    filter = _method(filter)
 
     def __repr__(self) -> str:
-        return "<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate>"
+        return ("<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate, mask, "
+                "filter>")
 
 
 class _AccessorProperty:
