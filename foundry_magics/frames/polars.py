@@ -359,23 +359,35 @@ class FoundryPolarsFrame(_Base):
 
     # -- semantic operators (as in pandas) ---------------------------------------------------
 
-    def mask(self, predicate: str, *, output_col: str | None = None, **options: Any) -> Any:
-        """One yes/no judgement per distinct row -> pl.Series of Boolean (null: failed or not judged).
-        Options as for prompt()."""
-        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()", **options)
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, *, output_col: str | None = None, **options: Any) -> Any:
+        """One yes/no judgement per distinct row -> pl.Series of Boolean named "mask" (or `output_col`),
+        null where the judgement failed or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
-    def filter(self, predicate: str, **options: Any) -> Any:
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
         """The rows judged true; rows whose judgement failed are left out (said in one warning line,
-        listed in fm.last_run().failures). Options as for prompt()."""
-        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()", **options)
+        listed by row number in fm.last_run().failures). Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
-    def topk(self, instruction: str, k: int = 5, **options: Any) -> Any:
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
         """The k best rows for `instruction`, best first, with a `rank` column (1 = best)."""
-        return topk(self._obj, instruction, k, where=f"{self._who}.topk()", **options)
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
-    def agg(self, instruction: str, by: Any = None, **options: Any) -> Any:
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
         """One answer over every row (fm.Reply); with by="col" a pl.DataFrame (col, agg), one row per group."""
-        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()", **options)
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
 
 class FoundryPolarsSeries(_Base):
@@ -440,23 +452,35 @@ class FoundryPolarsSeries(_Base):
 
     # -- semantic operators (as in pandas) ---------------------------------------------------
 
-    def mask(self, predicate: str, *, output_col: str | None = None, **options: Any) -> Any:
-        """One yes/no judgement per distinct row -> pl.Series of Boolean (null: failed or not judged).
-        Options as for prompt()."""
-        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()", **options)
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, *, output_col: str | None = None, **options: Any) -> Any:
+        """One yes/no judgement per distinct row -> pl.Series of Boolean named "mask" (or `output_col`),
+        null where the judgement failed or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
-    def filter(self, predicate: str, **options: Any) -> Any:
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
         """The rows judged true; rows whose judgement failed are left out (said in one warning line,
-        listed in fm.last_run().failures). Options as for prompt()."""
-        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()", **options)
+        listed by row number in fm.last_run().failures). Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
-    def topk(self, instruction: str, k: int = 5, **options: Any) -> Any:
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
         """The k best rows for `instruction`, best first, with a `rank` column (1 = best)."""
-        return topk(self._obj, instruction, k, where=f"{self._who}.topk()", **options)
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
-    def agg(self, instruction: str, by: Any = None, **options: Any) -> Any:
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
         """One answer over every row (fm.Reply); with by="col" a pl.DataFrame (col, agg), one row per group."""
-        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()", **options)
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
 
 def register() -> None:
