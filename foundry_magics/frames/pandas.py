@@ -34,7 +34,7 @@ from foundry_magics.ops.operations import Outcome, Rows
 
 __all__ = ["FoundryDataFrameAccessor", "FoundrySeriesAccessor", "register", "prompt", "classify", "extract",
            "embed", "summarize", "translate", "sentiment", "estimate", "run_frame", "batch_jobs", "rows_of",
-           "to_pandas", "mask", "filter_rows", "topk", "agg", "left_out"]
+           "to_pandas", "mask", "filter_rows", "topk", "agg"]
 
 
 # ====================================================================== pandas -> Rows
@@ -249,7 +249,7 @@ def filter_rows(obj: Any, predicate: str, *, namespace: Mapping[str, Any] | None
                 **options: Any) -> Any:
     """The rows of `obj` judged true (index kept). Rows whose judgement failed are left out, said so
     in one warning line and listed in `fm.last_run().failures`."""
-    from foundry_magics.ops.judge import Judge
+    from foundry_magics.ops.judge import Judge, left_out
 
     def keep(outcome: Outcome) -> Any:
         judged = _judged(outcome, obj.index)
@@ -258,17 +258,6 @@ def filter_rows(obj: Any, predicate: str, *, namespace: Mapping[str, Any] | None
         return kept
 
     return _run(Judge(predicate, kind="filter", where=where, **options), obj, namespace=namespace, convert=keep)
-
-
-def left_out(report: Any, what: str) -> None:
-    """One line when rows were left out of a filter because their judgement failed."""
-    import logging
-
-    failed = int(getattr(report, "failed", 0) or 0)
-    if failed:
-        logging.getLogger("foundry_magics").warning(
-            "%s: %s left out because the judgement failed; fm.last_run().failures lists %s with the reason.",
-            what, f"{failed:,} rows were" if failed != 1 else "1 row was", "them" if failed != 1 else "it")
 
 
 def topk(obj: Any, instruction: str, k: int = 5, *, namespace: Mapping[str, Any] | None = None,

@@ -254,8 +254,7 @@ def filter_rows(obj: Any, predicate: str, *, namespace: Mapping[str, Any] | None
     listed by row number in fm.last_run().failures)."""
     import polars as pl
 
-    from foundry_magics.frames.pandas import left_out
-    from foundry_magics.ops.judge import Judge
+    from foundry_magics.ops.judge import Judge, left_out
 
     op = Judge(predicate, kind="filter", where=where, **options)
     plan = op.plan(rows_of(obj), namespace)

@@ -19,7 +19,7 @@ from foundry_magics.ops.operations import Operation
 from foundry_magics.ops.replies import loads
 from foundry_magics.ops.template import escape
 
-__all__ = ["Judge", "JUDGE", "JUDGE_SCHEMA", "ANSWER", "read_answer"]
+__all__ = ["Judge", "JUDGE", "JUDGE_SCHEMA", "ANSWER", "read_answer", "left_out"]
 
 JUDGE = 'Decide whether the statement below is true. Reply with JSON: {"answer": true} or {"answer": false}.\n' \
         "Statement: "
@@ -77,3 +77,14 @@ class Judge(Operation):
             else:
                 answers[i] = value
         return {ANSWER: answers}, bad
+
+
+def left_out(report: Any, what: str = "filter") -> None:
+    """One warning line when a filter left rows out because their judgement failed (every front-end's filter)."""
+    import logging
+
+    failed = int(getattr(report, "failed", 0) or 0)
+    if failed:
+        logging.getLogger("foundry_magics").warning(
+            "%s: %s left out because the judgement failed; fm.last_run().failures lists %s with the reason.",
+            what, f"{failed:,} rows were" if failed != 1 else "1 row was", "them" if failed != 1 else "it")
