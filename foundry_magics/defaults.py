@@ -150,3 +150,24 @@ BATCH_COMPLETION_WINDOW = "24h"  # the only completion window the service accept
 BATCH_CHUNK = 2_000  # distinct requests rendered, keyed and looked up at a time while writing input files
 BATCH_SUBMIT_STALE = 300.0  # seconds: a submission this quiet was abandoned (its kernel died): resubmit its rows
 BATCH_FILE = "batches.sqlite"  # in $FOUNDRY_MAGICS_HOME: the jobs table (ids, status, the keys of their requests)
+
+# ---------------------------------------------------------------------- semantic operators (ops/judge, topk, agg)
+
+JUDGE_MAX_TOKENS = 16  # mask/filter: {"answer": true}
+SCORE_MAX_TOKENS = 16  # topk's scoring: {"score": 87}
+COMPARE_MAX_TOKENS = 16  # topk's head: {"better": "A"}
+AGG_MAX_TOKENS = 512  # agg: each partial and the final answer
+TOPK_HEAD = 2  # topk reranks at least TOPK_HEAD * k candidates (all rows tied with them too)
+AGG_WINDOW_SHARE = 0.75  # agg packs a request to this share of the context window (token counts are estimates)
+AGG_ASSUMED_WINDOW = 32_768  # a model whose window is not known: assumed, then learnt from a context-length error
+# Context windows (input + output tokens) of known models, matched by name (exact, else the
+# longest known prefix: "gpt-4o-2024-08-06" is gpt-4o). A context-length error teaches another.
+CONTEXT_WINDOWS = {
+    "gpt-4.1": 1_047_576, "gpt-4.1-mini": 1_047_576, "gpt-4.1-nano": 1_047_576,
+    "gpt-4o": 128_000, "gpt-4o-mini": 128_000, "gpt-4-turbo": 128_000, "gpt-4": 8_192, "gpt-4-32k": 32_768,
+    "gpt-35-turbo": 16_385, "gpt-3.5-turbo": 16_385,
+    "gpt-5": 400_000, "gpt-5-mini": 400_000, "gpt-5-nano": 400_000, "gpt-5-chat": 128_000,
+    "o1": 200_000, "o1-mini": 128_000, "o3": 200_000, "o3-mini": 200_000, "o4-mini": 200_000,
+    "phi-4": 16_384, "phi-4-mini-instruct": 128_000, "phi-3.5-mini-instruct": 128_000,
+    "deepseek-r1": 128_000, "deepseek-v3": 128_000, "mistral-large": 128_000, "llama-3.3-70b-instruct": 128_000,
+}

@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import agents, batches, brain, jobs, shapes
+from . import agents, batches, brain, jobs, operators, shapes
 from .options import DEFAULTS
 from .options import coerce as coerce_options
 from .faults import Faults, RateLimiter, retry_headers
@@ -396,8 +396,9 @@ class App:
                 if not 200 <= st <= 599:
                     st = 500
                 return self._failure(st, rl_headers, delay)
-        if ptoks + (job.get("max_tokens") or 0) > CONTEXT_WINDOW and api != "embeddings":
-            return err(400, shapes.context_length_body(CONTEXT_WINDOW, ptoks + (job.get("max_tokens") or 0),
+        window = operators.context_window(job.get("model")) if api != "embeddings" else CONTEXT_WINDOW
+        if ptoks + (job.get("max_tokens") or 0) > window and api != "embeddings":
+            return err(400, shapes.context_length_body(window, ptoks + (job.get("max_tokens") or 0),
                                                         "messages" if api == "chat" else "input"),
                         rl_headers, delay=delay)
         if api == "embeddings":

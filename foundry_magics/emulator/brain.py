@@ -273,6 +273,11 @@ _LABEL_LIST = re.compile(
 
 def reply_text(user: str, *, system: str = "", turn: int = 1, first_user: str = "") -> str:
     """The free-text reply for the last user message (directives already stripped)."""
+    from .operators import reduction  # agg's items / partial answers
+
+    reduced = reduction(user)
+    if reduced is not None:
+        return reduced
     u = " ".join(user.split())
     low = u.lower()
     nwords = len(u.split())
@@ -555,6 +560,11 @@ def json_for_schema(schema: Any, text: str) -> Any:
     pair = _pair_reply(schema, text)  # the join's pair rule comes first (see the module's rules)
     if pair is not None:
         return pair
+    from .operators import structured  # the semantic operators' rules (judgement, score, comparison)
+
+    special = structured(schema, text)
+    if special is not None:
+        return special
     return _Gen(schema, text).value(schema, "")
 
 

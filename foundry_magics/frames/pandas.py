@@ -37,7 +37,7 @@ from foundry_magics.ops.operations import Outcome, Rows
 
 __all__ = ["FoundryDataFrameAccessor", "FoundrySeriesAccessor", "register", "prompt", "classify", "extract",
            "embed", "summarize", "translate", "sentiment", "estimate", "run_frame", "batch_jobs", "rows_of",
-           "to_pandas", "similarity", "search", "join"]
+           "to_pandas", "similarity", "search", "join", "mask", "filter_rows", "topk", "agg"]
 
 
 # ====================================================================== pandas -> Rows
@@ -293,6 +293,79 @@ def run_frame(df: Any, template: str, *, out: str | None, namespace: Mapping[str
     return op.run(plan, write, label=out or "estimate")
 
 
+# ====================================================================== semantic operators
+
+
+def _judged(outcome: Outcome, index: Any, name: Any = None) -> Any:
+    """The boolean Series of a mask/filter outcome (NA where the judgement failed or a value is missing)."""
+    import pandas as pd
+
+    from foundry_magics.ops.judge import ANSWER
+
+    outcome.label_failures(lambda pos: list(index[pos]))
+    return pd.Series(pd.array(outcome.rows(ANSWER).tolist(), dtype="boolean"), index=index, name=name)
+
+
+def mask(obj: Any, predicate: str, *, namespace: Mapping[str, Any] | None = None, where: str = "mask()",
+         **options: Any) -> Any:
+    """One yes/no judgement per distinct row -> a boolean Series on obj.index (NA: failed or not judged)."""
+    from foundry_magics.ops.judge import Judge
+
+    name = obj.name if _is_series(obj) else None
+    return _run(Judge(predicate, kind="mask", where=where, **options), obj, namespace=namespace,
+                convert=lambda outcome: _judged(outcome, obj.index, name))
+
+
+def filter_rows(obj: Any, predicate: str, *, namespace: Mapping[str, Any] | None = None, where: str = "filter()",
+                **options: Any) -> Any:
+    """The rows of `obj` judged true (index kept). Rows whose judgement failed are left out, said so
+    in one warning line and listed in `fm.last_run().failures`."""
+    from foundry_magics.ops.judge import Judge, left_out
+
+    def keep(outcome: Outcome) -> Any:
+        judged = _judged(outcome, obj.index)
+        kept = obj[judged.fillna(False).to_numpy(dtype=bool)]
+        left_out(outcome.report, "filter")
+        return kept
+
+    return _run(Judge(predicate, kind="filter", where=where, **options), obj, namespace=namespace, convert=keep)
+
+
+def topk(obj: Any, instruction: str, k: int = 5, *, namespace: Mapping[str, Any] | None = None,
+         where: str = "topk()", **options: Any) -> Any:
+    """The k best rows for `instruction`, best first, with a `rank` column (1 = best); index kept."""
+    from foundry_magics.ops.topk import TopK
+
+    def ranked(ranking: Any) -> Any:
+        import pandas as pd
+
+        ranking.label_failures(lambda pos: list(obj.index[pos]))
+        frame = obj.to_frame() if _is_series(obj) else obj
+        out = frame.iloc[ranking.positions].copy()
+        rank_col = "rank" if "rank" not in out.columns else "foundry_rank"
+        out[rank_col] = pd.array(range(1, len(out) + 1), dtype="Int64")
+        return out
+
+    return _run(TopK(instruction, k, where=where, **options), obj, namespace=namespace, convert=ranked)
+
+
+def agg(obj: Any, instruction: str, *, by: Any = None, namespace: Mapping[str, Any] | None = None,
+        where: str = "agg()", **options: Any) -> Any:
+    """One answer over every row (an `fm.Reply`); with `by=COL`, a Series of str, one per group."""
+    from foundry_magics.ops.agg import Agg
+
+    def answer(result: Any) -> Any:
+        import pandas as pd
+
+        result.label_failures(lambda pos: list(obj.index[pos]))
+        if by is None:
+            return result.reply(0)
+        index = pd.Index(result.labels, name=by)
+        return pd.Series(pd.array(result.texts, dtype="string"), index=index, name="agg")
+
+    return _run(Agg(instruction, by=by, where=where, **options), obj, namespace=namespace, convert=answer)
+
+
 # ====================================================================== the accessors
 
 
@@ -307,6 +380,8 @@ def _common(system: Any, model: Any, connection: Any, concurrency: Any, rpm: Any
 
 
 class _Base:
+    _who = "df.foundry"  # how messages name the accessor
+
     def __init__(self, obj: Any) -> None:
         self._obj = obj
 
@@ -366,9 +441,50 @@ class FoundryDataFrameAccessor(_Base):
         dimensions for the shortlist's embeddings."""
         return join(self._obj, other, predicate, shortlist=shortlist, on=on, where="df.foundry.join()", **options)
 
+    # -- semantic operators (ops/judge.py, ops/topk.py, ops/agg.py) --------------------------
+
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One yes/no judgement per distinct row of `predicate` (a template, e.g. "The review mentions
+        a delivery problem: {text}") -> a boolean Series on the index; NA where the judgement failed
+        (the reason in fm.last_run().failures) or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The rows judged true by `predicate` (index kept). Rows whose judgement failed are left out:
+        a warning line says how many, fm.last_run().failures lists them. Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The k best rows for `instruction` (a template), best first, with a `rank` column (1 = best).
+        Every distinct row is scored once, then the best candidates are compared pairwise:
+        O(n) requests plus O(k log n). Rows that could not be scored are not ranked and are listed
+        in fm.last_run().failures. Options as for prompt() (estimate=True prices the scoring)."""
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One answer to `instruction` over every row -> an fm.Reply; with by="col", a Series of
+        str, one answer per group. Rows are packed into requests that fit the model's context and
+        the answers folded until one remains (no row left out). Options as for prompt()
+        (max_tokens caps each answer, default 512)."""
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
 
 class FoundrySeriesAccessor(_Base):
     """`series.foundry`: prompts over one column; `{}` is the value."""
+
+    _who = "s.foundry"
 
     def prompt(self, template: str, system: str | None = None, model: str | None = None, connection: Any = None,
                concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
@@ -434,6 +550,45 @@ class FoundrySeriesAccessor(_Base):
         """Categorical Series: positive / negative / neutral (NA when unclassifiable)."""
         return sentiment(self._obj, where="s.foundry.sentiment()",
                          **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    # -- semantic operators (ops/judge.py, ops/topk.py, ops/agg.py) --------------------------
+
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One yes/no judgement per distinct row of `predicate` (a template, e.g. "Mentions a delivery
+        problem: {}") -> a boolean Series on the index; NA where the judgement failed
+        (the reason in fm.last_run().failures) or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The rows judged true by `predicate` (index kept). Rows whose judgement failed are left out:
+        a warning line says how many, fm.last_run().failures lists them. Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The k best rows for `instruction` (a template), best first, with a `rank` column (1 = best).
+        Every distinct row is scored once, then the best candidates are compared pairwise:
+        O(n) requests plus O(k log n). Rows that could not be scored are not ranked and are listed
+        in fm.last_run().failures. Options as for prompt() (estimate=True prices the scoring)."""
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One answer to `instruction` over every row -> an fm.Reply; with by="col", a Series of
+        str, one answer per group. Rows are packed into requests that fit the model's context and
+        the answers folded until one remains (no row left out). Options as for prompt()
+        (max_tokens caps each answer, default 512)."""
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
 
 def batch_jobs(limit: int | None = None) -> Any:

@@ -32,7 +32,8 @@ from foundry_magics.ops import operations as ops
 from foundry_magics.ops.operations import Outcome, Rows
 
 __all__ = ["FoundryPolarsFrame", "FoundryPolarsSeries", "register", "prompt", "classify", "extract", "embed",
-           "summarize", "translate", "sentiment", "estimate", "rows_of", "to_polars", "similarity", "search", "join"]
+           "summarize", "translate", "sentiment", "estimate", "rows_of", "to_polars", "similarity", "search",
+           "join", "mask", "filter_rows", "topk", "agg"]
 
 
 # ====================================================================== Polars -> Rows
@@ -294,6 +295,91 @@ def join(left: Any, right: Any, predicate: str, *, shortlist: Any = "auto", on: 
     return op.join(rows_of(left), rows_of(right), convert, lambda pos: pos.tolist(), lambda pos: pos.tolist(),
                    label="join")
 
+# ====================================================================== semantic operators
+
+
+def _judged(outcome: Outcome, name: str) -> Any:
+    import polars as pl
+    import pyarrow as pa
+
+    from foundry_magics.ops.judge import ANSWER
+
+    outcome.label_failures(lambda pos: pos.tolist())
+    return pl.Series(name, outcome.arrow(ANSWER, type=pa.bool_()))
+
+
+def mask(obj: Any, predicate: str, *, output_col: str | None = None, namespace: Mapping[str, Any] | None = None,
+         where: str = "mask()", **options: Any) -> Any:
+    """One yes/no judgement per distinct row -> a pl.Series of Boolean named "mask" (or `output_col`),
+    null where the judgement failed or a value is missing."""
+    from foundry_magics.ops.judge import Judge
+
+    op = Judge(predicate, kind="mask", where=where, **options)
+    plan = op.plan(rows_of(obj), namespace)
+    return op.run(plan, lambda outcome: _judged(outcome, output_col or "mask"))
+
+
+def filter_rows(obj: Any, predicate: str, *, namespace: Mapping[str, Any] | None = None, where: str = "filter()",
+                **options: Any) -> Any:
+    """The rows judged true, in order; rows whose judgement failed are left out (one warning line,
+    listed by row number in fm.last_run().failures)."""
+    import polars as pl
+
+    from foundry_magics.ops.judge import Judge, left_out
+
+    op = Judge(predicate, kind="filter", where=where, **options)
+    plan = op.plan(rows_of(obj), namespace)
+    frame = obj.to_frame() if _is_series(obj) else obj
+
+    def keep(outcome: Outcome) -> Any:
+        judged = _judged(outcome, "mask").fill_null(False)
+        left_out(outcome.report, "filter")
+        kept = frame.filter(judged)
+        return kept.to_series() if _is_series(obj) else kept
+
+    _ = pl  # polars is loaded for the result's types
+    return op.run(plan, keep)
+
+
+def topk(obj: Any, instruction: str, k: int = 5, *, namespace: Mapping[str, Any] | None = None,
+         where: str = "topk()", **options: Any) -> Any:
+    """The k best rows, best first, with a `rank` column (1 = best)."""
+    import polars as pl
+
+    from foundry_magics.ops.topk import TopK
+
+    op = TopK(instruction, k, where=where, **options)
+    plan = op.plan(rows_of(obj), namespace)
+    frame = obj.to_frame() if _is_series(obj) else obj
+
+    def ranked(ranking: Any) -> Any:
+        ranking.label_failures(lambda pos: pos.tolist())
+        out = frame[ranking.positions] if ranking.positions else frame.clear()
+        col = "rank" if "rank" not in out.columns else "foundry_rank"
+        return out.with_columns(pl.Series(col, list(range(1, out.height + 1)), dtype=pl.Int64))
+
+    return op.run(plan, ranked)
+
+
+def agg(obj: Any, instruction: str, *, by: Any = None, namespace: Mapping[str, Any] | None = None,
+        where: str = "agg()", **options: Any) -> Any:
+    """One answer over every row (an `fm.Reply`); with `by=COL`, a pl.DataFrame (COL, "agg"), one row per group."""
+    import polars as pl
+
+    from foundry_magics.ops.agg import Agg
+
+    op = Agg(instruction, by=by, where=where, **options)
+    plan = op.plan(rows_of(obj), namespace)
+
+    def answer(result: Any) -> Any:
+        result.label_failures(lambda pos: pos.tolist())
+        if by is None:
+            return result.reply(0)
+        keys = pl.Series(str(by), result.labels, dtype=obj.schema[by] if not _is_series(obj) else None)
+        return pl.DataFrame([keys, pl.Series("agg", result.texts, dtype=pl.String)])
+
+    return op.run(plan, answer)
+
 
 # ====================================================================== the namespaces
 
@@ -309,6 +395,8 @@ def _common(system: Any, model: Any, connection: Any, concurrency: Any, rpm: Any
 
 
 class _Base:
+    _who = "df.foundry"
+
     def __init__(self, obj: Any) -> None:
         self._obj = obj
 
@@ -356,9 +444,43 @@ class FoundryPolarsFrame(_Base):
         ({left.col}, {right.col}); shortlist / on / options as for pandas' df.foundry.join."""
         return join(self._obj, other, predicate, shortlist=shortlist, on=on, where="df.foundry.join()", **options)
 
+    # -- semantic operators (as in pandas) ---------------------------------------------------
+
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, *, output_col: str | None = None, **options: Any) -> Any:
+        """One yes/no judgement per distinct row -> pl.Series of Boolean named "mask" (or `output_col`),
+        null where the judgement failed or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The rows judged true; rows whose judgement failed are left out (said in one warning line,
+        listed by row number in fm.last_run().failures). Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The k best rows for `instruction`, best first, with a `rank` column (1 = best)."""
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One answer over every row (fm.Reply); with by="col" a pl.DataFrame (col, agg), one row per group."""
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
 
 class FoundryPolarsSeries(_Base):
     """`pl_series.foundry`: prompts over one column; `{}` is the value. Results keep its name."""
+
+    _who = "s.foundry"
 
     def prompt(self, template: str, system: str | None = None, model: str | None = None, connection: Any = None,
                concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
@@ -422,6 +544,38 @@ class FoundryPolarsSeries(_Base):
         """pl.Series of Enum: positive / negative / neutral (null when unclassifiable)."""
         return sentiment(self._obj, where="s.foundry.sentiment()",
                          **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    # -- semantic operators (as in pandas) ---------------------------------------------------
+
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, *, output_col: str | None = None, **options: Any) -> Any:
+        """One yes/no judgement per distinct row -> pl.Series of Boolean named "mask" (or `output_col`),
+        null where the judgement failed or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The rows judged true; rows whose judgement failed are left out (said in one warning line,
+        listed by row number in fm.last_run().failures). Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The k best rows for `instruction`, best first, with a `rank` column (1 = best)."""
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One answer over every row (fm.Reply); with by="col" a pl.DataFrame (col, agg), one row per group."""
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
 
 def register() -> None:

@@ -8,6 +8,8 @@
     out = sdf.foundry.summarize("text"); sdf.foundry.translate("text", "French", output_col="fr")
     out = sdf.foundry.similarity("text", "title")                          # double: cosine of embeddings
     out = sdf.foundry.similarity("text", "delivery was late")              # a column against one text
+    out = sdf.foundry.mask("Asks for a 'refund': {text}")                  # boolean column "mask"
+    kept = sdf.foundry.filter("Asks for a 'refund': {text}")               # the rows judged true
     fm.spark.prompt(sdf, "...", output_col=...)                            # the same, as functions
     out.write.parquet(path)                                                # ordinary Spark from here
 
@@ -55,7 +57,7 @@ from typing import Any, Sequence
 from foundry_magics.frames.spark_errors import foundry_error, readable_errors
 
 __all__ = ["prompt", "classify", "extract", "embed", "summarize", "translate", "sentiment", "estimate", "similarity",
-           "FoundrySparkAccessor", "register", "foundry_error", "readable_errors"]
+           "mask", "filter", "FoundrySparkAccessor", "register", "foundry_error", "readable_errors"]
 
 
 def _run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None = None,
@@ -198,6 +200,37 @@ def similarity(sdf: Any, column: str, other: str | None = None, output_col: str 
     return _run(sdf, op, output_col=output_col, parallelism=parallelism)
 
 
+def mask(sdf: Any, predicate: str, output_col: str = "mask", *, parallelism: int | None = None,
+         **options: Any) -> Any:
+    """One yes/no judgement per distinct row of `predicate` (a template over the columns) -> a lazy
+    DataFrame with a boolean `output_col` (null where the judgement failed or a value is missing,
+    the reason in foundry_error). Options as for prompt()."""
+    from foundry_magics.ops.judge import Judge
+
+    op = Judge(predicate, kind="mask", where=_where("mask"), **options)
+    return _run(sdf, op, output_col=output_col, parallelism=parallelism)
+
+
+def filter(sdf: Any, predicate: str, *, parallelism: int | None = None, **options: Any) -> Any:  # noqa: A001
+    """The rows judged true by `predicate`, lazily: the input columns, then `foundry_error` (null on
+    these rows unless an earlier call put a reason there). A row whose judgement failed is left
+    out, as are rows with a missing value; Spark is lazy, so nothing is counted here:
+    `sdf.foundry.mask(...).where("foundry_error IS NOT NULL")` lists them with the reason.
+    Options as for prompt(); estimate=True gives the `fm.Estimate`."""
+    from foundry_magics.frames.spark_task import ERROR_COL
+
+    column = "foundry_mask"
+    while column in sdf.columns:
+        column = "_" + column
+    out = mask(sdf, predicate, output_col=column, parallelism=parallelism, **options)
+    if not hasattr(out, "where"):  # the fm.Estimate
+        return out
+    from pyspark.sql import functions as F
+
+    kept = out.where(F.col(column)).drop(column)
+    return kept.select(*[c for c in kept.columns if c != ERROR_COL], ERROR_COL)
+
+
 # ====================================================================== sdf.foundry
 
 
@@ -231,9 +264,12 @@ class FoundrySparkAccessor:
     sentiment = _method(sentiment)
     estimate = _method(estimate)
     similarity = _method(similarity)
+    mask = _method(mask)
+    filter = _method(filter)
 
     def __repr__(self) -> str:
-        return "<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate, similarity>"
+        return ("<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate, similarity, "
+                "mask, filter>")
 
 
 class _AccessorProperty:

@@ -56,6 +56,10 @@ class PromptArgs:
     models: list[str] | None = None  # -m A,B,C: compare these models side by side
     agent: str | None = None  # --agent NAME[:VERSION] (a Foundry project's agent)
     conversation: str | None = None  # --conversation NAME (a server-side conversation, kept by name)
+    filter: bool = False  # --filter (DataFrame mode): the cell is a predicate; -o VAR gets the rows judged true
+    topk: int | None = None  # --topk K (DataFrame mode): the K best rows for the cell's instruction
+    agg: bool = False  # --agg (DataFrame mode): one answer over every row (--by COL: one per group)
+    by: str | None = None  # --by COL, with --agg
     given: set[str] = field(default_factory=set)  # option names given explicitly (for messages)
 
 
@@ -169,6 +173,13 @@ CELL_OPTIONS: list[_Opt] = [
          "output tokens, cost and time, each with a 90 % interval", _number(int, "sample")),
     _Opt(("--batch",), "batch", None, "DataFrame mode: through the Batch API (half the price, within 24 h); "
          "Ctrl-C leaves the job running, the same cell again picks it up"),
+    _Opt(("--filter",), "filter", None, "DataFrame mode: the cell is a yes/no predicate over DF's columns; -o VAR "
+         "gets the rows judged true"),
+    _Opt(("--topk",), "topk", "K", "DataFrame mode: the K best rows for the cell's instruction, with a rank column "
+         "(-o VAR)", _count),
+    _Opt(("--agg",), "agg", None, "DataFrame mode: one answer to the cell over every row, folded to fit the "
+         "context (-o VAR)"),
+    _Opt(("--by",), "by", "COL", "with --agg: one answer per group of COL"),
     _Opt(("--agent",), "agent", "NAME[:VER]", "run the Foundry project's agent NAME (`%foundry agents` lists them)",
          _agent_name),
     _Opt(("--conversation",), "conversation", "NAME", "continue the server-side conversation NAME (kept across "
@@ -190,6 +201,8 @@ HISTORY_OPTIONS: list[_Opt] = [
 ]
 
 _DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "sample", "batch")
+_DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "batch", "filter", "topk", "agg", "by")
+OPERATORS = ("filter", "topk", "agg")  # --df with one of these: the cell is the operator's predicate / instruction
 
 
 def _table(opts: list[_Opt]) -> dict[str, _Opt]:
@@ -332,6 +345,8 @@ def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
             raise UsageError(f"{', '.join(extra)} only {verb} in DataFrame mode (--df DF --out COL).")
         if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
             raise UsageError(f"-o/--out needs a Python variable name, got {args.out!r}.")
+    elif any(d in given for d in OPERATORS) or "by" in given:
+        _check_operator(args, given)
     else:
         if not args.out and not args.estimate:
             raise UsageError("DataFrame mode needs --out COL: the column that receives the results.")
@@ -345,6 +360,22 @@ def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
         if clash:
             raise UsageError(f"{', '.join(clash)} cannot be used with --df (DataFrame mode).")
     return args
+
+
+def _check_operator(args: PromptArgs, given: set[str]) -> None:
+    """`--df DF --filter | --topk K | --agg [--by COL]`, with -o VAR (a variable, not a column)."""
+    ops = [f"--{d}" for d in OPERATORS if d in given]
+    if len(ops) > 1:
+        raise UsageError(f"{' and '.join(ops)}: use one operator per cell.")
+    if "by" in given and "agg" not in given:
+        raise UsageError("--by COL groups the rows of --agg: add --agg, or leave --by out.")
+    if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
+        raise UsageError(f"With {ops[0]}, -o/--out names a Python variable for the result, got {args.out!r}.")
+    clash = [f for f, d in (("--chat", "chat"), ("--dry-run", "dry_run"), ("-f", "format"), ("--agent", "agent"),
+                            ("--conversation", "conversation"), ("--schema", "schema"), ("--image", "images"))
+             if d in given]
+    if clash:
+        raise UsageError(f"{', '.join(clash)} cannot be used with {ops[0]}.")
 
 
 def parse_cell(line: str, cell: str) -> PromptArgs:

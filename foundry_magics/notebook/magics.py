@@ -322,6 +322,8 @@ class FoundryMagics(Magics):
                                      hint="Write it in the cell, e.g. Summarize: {text}  (column names in braces).")
         from foundry_magics.frames.pandas import run_frame
 
+        if args.filter or args.topk is not None or args.agg:
+            return self._operator(p, args, df, namespace)
         settings = self._settings()
         extra: dict[str, Any] = {}
         if args.images:  # --image COL: the column of paths / URLs / bytes per row
@@ -352,6 +354,35 @@ class FoundryMagics(Magics):
         render.show(report)
         render.show(df.head())
         return None
+
+    def _operator(self, p: Any, args: Any, df: Any, namespace: dict[str, Any]) -> Any:
+        """`--df DF --filter | --topk K | --agg [--by COL]`: the cell is the predicate / instruction;
+        the result (the rows kept, the K best, the answer) is the cell's value and, with -o, VAR."""
+        from foundry_magics.frames import pandas as frames
+
+        settings = self._settings()
+        options: dict[str, Any] = dict(
+            system=args.system, model=args.model or p.default_model,
+            connection=args.connection or settings.default_connection,
+            concurrency=args.concurrency or settings.concurrency, rpm=args.rpm, tpm=args.tpm, cache=settings.cache,
+            progress=True, namespace=namespace)
+        for option in ("temperature", "max_tokens", "api"):
+            if getattr(args, option, None) is not None:
+                options[option] = getattr(args, option)
+        if args.estimate:
+            options["estimate"] = True
+        if args.batch:
+            options["batch"] = True
+        if args.filter:
+            result = frames.filter_rows(df, args.prompt, where="%%foundry --filter", **options)
+        elif args.topk is not None:
+            result = frames.topk(df, args.prompt, args.topk, where="%%foundry --topk", **options)
+        else:
+            result = frames.agg(df, args.prompt, by=args.by, where="%%foundry --agg", **options)
+        self._show_notice()
+        if args.out and not args.estimate:
+            self.shell.user_ns[args.out] = result
+        return result
 
     # ------------------------------------------------------------------ line commands
 
