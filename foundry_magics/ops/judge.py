@@ -16,36 +16,22 @@ from typing import Any, Sequence
 from foundry_magics.defaults import JUDGE_MAX_TOKENS
 from foundry_magics.ops import options as _options
 from foundry_magics.ops.operations import Operation
-from foundry_magics.ops.replies import loads
+from foundry_magics.ops.replies import JUDGEMENT, JUDGEMENT_SCHEMA, MISSING, read_bool
 from foundry_magics.ops.template import escape
 
 __all__ = ["Judge", "JUDGE", "JUDGE_SCHEMA", "ANSWER", "read_answer", "left_out"]
 
 JUDGE = 'Decide whether the statement below is true. Reply with JSON: {"answer": true} or {"answer": false}.\n' \
         "Statement: "
-ANSWER = "answer"
-JUDGE_SCHEMA = {"type": "object", "properties": {ANSWER: {"type": "boolean"}}, "required": [ANSWER],
-                "additionalProperties": False}
-_TRUE = ("true", "yes")
-_FALSE = ("false", "no")
+ANSWER = JUDGEMENT  # the field of the judgement: {"answer": true}
+JUDGE_SCHEMA = JUDGEMENT_SCHEMA  # one schema for every yes/no judgement (mask, filter, join)
 
 
 def read_answer(text: str) -> bool | None:
-    """True / False from a reply ({"answer": true}, or a bare true/false/yes/no); None if neither."""
-    value = loads(text) if "{" in text else None
-    if isinstance(value, dict):
-        value = value.get(ANSWER, next(iter(value.values()), None) if len(value) == 1 else None)
-    else:
-        value = text.strip().strip(".!\"'`").lower()
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-    return None
+    """True / False from a reply ({"answer": true}, or a bare true/false/yes/no); None if neither
+    (`replies.read_bool`, which the join reads with too)."""
+    value = read_bool(text)
+    return None if value is MISSING else value
 
 
 class Judge(Operation):
