@@ -57,6 +57,8 @@ class RunReport:
     connection: str | None = None
     operation: str = "chat"
     cache: bool = True  # finished rows went to the response cache: a re-run sends only the rest
+    p50_s: float | None = None  # per-request latency of the answered requests (None: none was sent)
+    p95_s: float | None = None
 
     @property
     def rows_per_s(self) -> float:
