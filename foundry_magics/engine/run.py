@@ -70,6 +70,7 @@ class Run:
         self.in_tokens = self.out_tokens = 0
         self.cached_tokens = self.reasoning_tokens = 0  # parts of in_tokens / out_tokens
         self.successes = self.failures = 0
+        self.replayed_in = self.replayed_out = 0  # tokens of the replies taken from the cache (not spent now)
         self.latencies: list[float] = []  # seconds per answered request (p50 / p95 in the report)
         self.started = time.monotonic()
         self.finished_at: float | None = None
@@ -315,4 +316,5 @@ class Run:
             stopped=self.stopped, concurrency=self.limit.current,
             model=self.model or getattr(self.conn, "model", None), connection=getattr(self.conn, "label", None),
             operation=self.operation, p50_s=percentile(self.latencies, 50), p95_s=percentile(self.latencies, 95),
+            replayed_input_tokens=self.replayed_in, replayed_output_tokens=self.replayed_out,
         )
