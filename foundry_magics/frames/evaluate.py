@@ -126,7 +126,7 @@ class Evaluation:
         run = self._run(model, prompt)
         data = self.data
         if data.op == "extract":
-            wrong = [not all(core.same((a or {}).get(f), (core._gold_fields(g) or {}).get(f)) for f in data.fields)
+            wrong = [not all(core.same((a or {}).get(f), (core.gold_fields(g) or {}).get(f)) for f in data.fields)
                      for a, g in zip(run.answers, data.gold)]
         elif data.op == "prompt" and data.metric is not None:
             wrong = [a is None or not data.metric(a, g) for a, g in zip(run.answers, data.gold)]

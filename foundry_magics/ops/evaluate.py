@@ -140,7 +140,7 @@ def macro_f1(answers: Sequence[Any], gold: Sequence[Any], labels: Sequence[Any])
     return sum(scores) / len(scores)
 
 
-def _gold_fields(value: Any) -> Mapping[str, Any] | None:
+def gold_fields(value: Any) -> Mapping[str, Any] | None:
     if isinstance(value, Mapping):
         return value
     if isinstance(value, str):
@@ -162,7 +162,7 @@ def field_scores(answers: Sequence[Mapping[str, Any] | None], gold: Sequence[Any
     right = {f: 0 for f in fields}
     every = 0
     for a, g in zip(answers, gold):
-        gf = _gold_fields(g) or {}
+        gf = gold_fields(g) or {}
         a = a or {}
         ok_all = True
         for f in fields:
