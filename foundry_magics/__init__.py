@@ -38,6 +38,7 @@ _EXPORTS = {
     "compare": "notebook.compare",
     "Comparison": "notebook.compare",
     "Estimate": "engine.estimate",
+    "Evaluation": "frames.evaluate",
     "set_prices": "store.prices",
     "usage": "notebook.prompting",
     "FoundryError": "errors",
@@ -96,6 +97,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from foundry_magics.batch_api.failures import BatchFailedError
     from foundry_magics.batch_api.jobs import BatchJob
     from foundry_magics.engine.estimate import Estimate
+    from foundry_magics.frames.evaluate import Evaluation
     from foundry_magics.frames.pandas import batch_jobs
     from foundry_magics.frames import spark
     from foundry_magics.notebook.agents import agents

@@ -418,18 +418,19 @@ class App:
     def _reply_for(self, job: dict) -> tuple[str, list[str]]:
         last = brain.strip_directives(job["last"])
         schema = job["schema"]
+        model = job["model"] if brain.weakness(job["model"]) else None  # weaker models answer otherwise
         key = (job["mode"], last, job["system"], job["turn"], job["first"],
-               json.dumps(schema, sort_keys=True) if schema is not None else None)
+               json.dumps(schema, sort_keys=True) if schema is not None else None, model)
         hit = self.reply_cache.get(key)
         if hit is not None:
             return hit
         if job["mode"] == "json_schema":
-            text = brain.dumps(brain.json_for_schema(schema, last))
+            text = brain.dumps(brain.json_for_schema(schema, last, model))
         elif job["mode"] == "json_object":
             text = brain.dumps(brain.json_object_reply(last))
         else:
             text = brain.reply_text(last, system=brain.strip_directives(job["system"]), turn=job["turn"],
-                                    first_user=brain.strip_directives(job["first"]))
+                                    first_user=brain.strip_directives(job["first"]), model=model)
         hit = (text, brain.tokens(text))
         if len(self.reply_cache) > 20_000:
             self.reply_cache.clear()

@@ -204,7 +204,31 @@ def _content_after_colon(text: str) -> str:
     return text
 
 
-def choose_label(labels: list[Any], text: str, salt: str = "") -> Any:
+# Weaker emulated models, so that evaluations (`df.foundry.evaluate`) show a real trade-off:
+# a model whose name contains one of these answers that fraction of its label choices
+# (classify, sentiment, mask, an enum field of a schema) with another label, the same one
+# every time for the same text. Every other model always answers as `_choose_label` does.
+WEAKER_MODELS = (("nano", 0.25), ("phi", 0.15))
+
+
+def weakness(model: str | None) -> float:
+    """The fraction of label choices `model` gets wrong on purpose (0 for most models)."""
+    low = (model or "").lower()
+    return next((frac for part, frac in WEAKER_MODELS if part in low), 0.0)
+
+
+def choose_label(labels: list[Any], text: str, salt: str = "", model: str | None = None) -> Any:
+    """Pick a label (`_choose_label`); a weaker `model` picks another one for a deterministic
+    fraction of texts (`WEAKER_MODELS`)."""
+    chosen = _choose_label(labels, text, salt)
+    frac = weakness(model)
+    if frac and len(labels) > 1 and (h32(f"weak\x00{model}\x00{salt}\x00{text}") % 10_000) < frac * 10_000:
+        others = [x for x in labels if x != chosen]
+        return others[h32("other\x00" + text) % len(others)]
+    return chosen
+
+
+def _choose_label(labels: list[Any], text: str, salt: str = "") -> Any:
     """Pick a label: sentiment lexicon for sentiment-like sets, else the one named in the
     text (ignoring a listing of several labels), else deterministically by hash."""
     if not labels:
@@ -271,7 +295,7 @@ _LABEL_LIST = re.compile(
 )
 
 
-def reply_text(user: str, *, system: str = "", turn: int = 1, first_user: str = "") -> str:
+def reply_text(user: str, *, system: str = "", turn: int = 1, first_user: str = "", model: str | None = None) -> str:
     """The free-text reply for the last user message (directives already stripped)."""
     from .operators import reduction  # agg's items / partial answers
 
@@ -312,7 +336,7 @@ def reply_text(user: str, *, system: str = "", turn: int = 1, first_user: str = 
     elif re.search(r"\b(classify|categori[sz]e|label)\b", low) and (lm := _LABEL_LIST.search(u)):
         labels = [x.strip(" '\"") for x in re.split(r",|\||/|\bor\b", lm.group(1)) if x.strip(" '\"")]
         content = _content_after_colon(u[lm.end():]) if u[lm.end():].strip() else u
-        body = str(choose_label(labels, content, salt="classify"))
+        body = str(choose_label(labels, content, salt="classify", model=model))
     elif u.endswith("?"):
         body = f"Good question. You asked: “{first_sentence(u)}” ({_words(nwords)})."
         kws = keywords(u)
@@ -359,9 +383,10 @@ def json_object_reply(user: str) -> Any:
 
 
 class _Gen:
-    def __init__(self, root: dict, text: str) -> None:
+    def __init__(self, root: dict, text: str, model: str | None = None) -> None:
         self.root = root if isinstance(root, dict) else {}
         self.text = text
+        self.model = model
         content = _content_after_colon(text)
         self.content = content
         self.numbers = [float(x) for x in _NUMBER.findall(content)]
@@ -391,7 +416,7 @@ class _Gen:
         if "const" in s:
             return s["const"]
         if isinstance(s.get("enum"), list) and s["enum"]:
-            return choose_label(s["enum"], self.text, salt=name)
+            return choose_label(s["enum"], self.text, salt=name, model=self.model)
         for key in ("anyOf", "oneOf"):
             if isinstance(s.get(key), list) and s[key]:
                 opts = [self.resolve(o) for o in s[key]]
@@ -555,7 +580,7 @@ def _cap_runs(text: str) -> list[str]:
     return runs
 
 
-def json_for_schema(schema: Any, text: str) -> Any:
+def json_for_schema(schema: Any, text: str, model: str | None = None) -> Any:
     schema = schema if isinstance(schema, dict) else {}
     pair = _pair_reply(schema, text)  # the join's pair rule comes first (see the module's rules)
     if pair is not None:
@@ -565,7 +590,7 @@ def json_for_schema(schema: Any, text: str) -> Any:
     special = structured(schema, text)
     if special is not None:
         return special
-    return _Gen(schema, text).value(schema, "")
+    return _Gen(schema, text, model).value(schema, "")
 
 
 def dumps(obj: Any) -> str:

@@ -31,7 +31,7 @@ from foundry_magics.defaults import (
 )
 from foundry_magics.errors import ConfigurationError
 
-__all__ = ["Budget", "require_price", "input_bound", "output_cap", "uncapped_output", "request_bound",
+__all__ = ["Budget", "BudgetShare", "require_price", "input_bound", "output_cap", "uncapped_output", "request_bound",
            "check_request", "money", "may_be_billed"]
 
 _EPSILON = 1e-12  # float sums of many small costs: an amount equal to the limit fits
@@ -238,3 +238,26 @@ class Budget:
             text += (f"; requests without max_tokens were counted at {uncapped_output(self.model):,} output tokens "
                      f"each (set max_tokens to spend closer to max_cost)")
         return text
+
+
+class BudgetShare:
+    """One model's prices on a `Budget` that several runs spend together (an evaluation's
+    prompts x models share one max_cost): bounds and costs at this model's price, the booking
+    (reserve, settle, exhausted, reason) on the shared budget."""
+
+    def __init__(self, shared: Budget, price: Any, model: str | None) -> None:
+        self.shared = shared
+        self.price = price
+        self.model = model
+
+    def bound(self, body: Mapping[str, Any]) -> float:
+        value, capped = request_bound(self.price, self.model, body, batch=self.shared.batch)
+        if not capped:
+            self.shared.uncapped = True
+        return value
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return self.price.cost(input_tokens, output_tokens, batch=self.shared.batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.shared, name)

@@ -174,6 +174,8 @@ class PromptRun(Run):
                 hit = hits.get(key)
                 if hit is not None:
                     self.cache_hits += 1
+                    self.replayed_in += hit.input_tokens  # what the cached answers cost when they were sent
+                    self.replayed_out += hit.output_tokens
                     self.succeed(keyed[key], hit.text, cached=True)
                     continue
                 self.inflight[key] = keyed[key]

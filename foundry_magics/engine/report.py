@@ -57,6 +57,10 @@ class RunReport:
     connection: str | None = None
     operation: str = "chat"
     cache: bool = True  # finished rows went to the response cache: a re-run sends only the rest
+    p50_s: float | None = None  # per-request latency of the answered requests (None: none was sent)
+    p95_s: float | None = None
+    replayed_input_tokens: int = 0  # tokens of the cache hits' replies when they were first sent (not spent now)
+    replayed_output_tokens: int = 0
 
     @property
     def rows_per_s(self) -> float:

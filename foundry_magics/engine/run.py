@@ -26,11 +26,20 @@ from foundry_magics.engine.report import RunReport, Snapshot
 from foundry_magics.errors import FoundryError, RateLimitError, describe, first_line
 from foundry_magics.rest.retry import RetryPolicy, is_transient, stops_everything
 
-__all__ = ["Run"]
+__all__ = ["Run", "percentile"]
 
 log = logging.getLogger("foundry_magics.engine")
 
 _STOPPED = object()  # an attempt that never went out: the run stopped while it waited
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of `values`; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
+    return float(ordered[int(rank) - 1])
 
 
 class Run:
@@ -61,6 +70,8 @@ class Run:
         self.in_tokens = self.out_tokens = 0
         self.cached_tokens = self.reasoning_tokens = 0  # parts of in_tokens / out_tokens
         self.successes = self.failures = 0
+        self.replayed_in = self.replayed_out = 0  # tokens of the replies taken from the cache (not spent now)
+        self.latencies: list[float] = []  # seconds per answered request (p50 / p95 in the report)
         self.started = time.monotonic()
         self.finished_at: float | None = None
         self.stopped: str | None = None
@@ -206,6 +217,7 @@ class Run:
                 return _STOPPED
             self.sent += 1
             charged = bound  # gone out: an attempt that ends unexpectedly (Ctrl-C, a bug) counts its bound
+            sent_at = time.monotonic()
             try:
                 result = await call()
             except FoundryError as exc:
@@ -218,6 +230,7 @@ class Run:
             except BaseException:
                 self.limit.release()
                 raise
+            self.latencies.append(time.monotonic() - sent_at)
             self.limit.success()
             self.limit.release()
             if budget is not None:
@@ -302,5 +315,6 @@ class Run:
             not_sent=max(0, needing - self.done_rows - self.failed_rows), interrupted=self.interrupted,
             stopped=self.stopped, concurrency=self.limit.current,
             model=self.model or getattr(self.conn, "model", None), connection=getattr(self.conn, "label", None),
-            operation=self.operation,
+            operation=self.operation, p50_s=percentile(self.latencies, 50), p95_s=percentile(self.latencies, 95),
+            replayed_input_tokens=self.replayed_in, replayed_output_tokens=self.replayed_out,
         )

@@ -209,3 +209,9 @@ def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
     except Exception:  # noqa: BLE001
         log.debug("progress display failed", exc_info=True)
         return None
+
+
+# the checks every run makes before anything starts, for the runs made together (engine.together)
+check_first_request = _check_first_request
+check_positive = _check_positive
+connection_of = _connection

@@ -407,6 +407,19 @@ class FoundryDataFrameAccessor(_Base):
         return prompt(self._obj, template, images=images, where="df.foundry.prompt()",
                       **_common(system, model, connection, concurrency, rpm, tpm, cache, progress, schema), **options)
 
+    def evaluate(self, gold: Any, op: str = "classify", template: str | None = None, *,
+                 prompts: Mapping[str, str] | None = None, models: Any = None, labels: Any = None,
+                 schema: Any = None, sample: int | None = None, metric: Any = None, **options: Any) -> Any:
+        """Every (prompt, model) over the labelled rows at once, scored against the column `gold`:
+        an `fm.Evaluation` (`.table`, `.best`, `.confusion(model)`, `.errors(model)`, `.plot()`).
+        op: "classify" (labels=), "mask" (a yes/no condition; gold True/False), "extract" (schema=),
+        "prompt" (exact match after normalising, or metric=fn(answer, gold)). Other options as
+        for prompt(); concurrency is per (prompt, model), max_cost is for the whole evaluation."""
+        from foundry_magics.frames.evaluate import evaluate
+
+        return evaluate(self._obj, gold, op=op, template=template, prompts=prompts, models=models, labels=labels,
+                        schema=schema, sample=sample, metric=metric, **options)
+
     def estimate(self, template: str, *, images: Any = None, **options: Any) -> Any:
         """What `prompt(template, ...)` with the same options would send and cost, as an
         `fm.Estimate` (rows, distinct, cached, to send, input tokens, output cap, cost; with

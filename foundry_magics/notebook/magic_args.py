@@ -60,6 +60,8 @@ class PromptArgs:
     topk: int | None = None  # --topk K (DataFrame mode): the K best rows for the cell's instruction
     agg: bool = False  # --agg (DataFrame mode): one answer over every row (--by COL: one per group)
     by: str | None = None  # --by COL, with --agg
+    evaluate: str | None = None  # --eval GOLD (with --df): evaluate prompts x models against the column GOLD
+    labels: list[str] | None = None  # --labels x,y,z: with --eval, the labels of a classify
     given: set[str] = field(default_factory=set)  # option names given explicitly (for messages)
 
 
@@ -130,6 +132,13 @@ def _agent_name(flag: str, raw: str) -> str:
     return raw.strip()
 
 
+def _labels(flag: str, raw: str) -> list[str]:
+    labels = list(dict.fromkeys(x.strip() for x in raw.split(",") if x.strip()))
+    if len(labels) < 2:
+        raise UsageError(f"{flag} needs two or more labels separated by commas (--labels pos,neg), got {raw!r}.")
+    return labels
+
+
 @dataclass
 class _Opt:
     flags: tuple[str, ...]
@@ -163,6 +172,10 @@ CELL_OPTIONS: list[_Opt] = [
     _Opt(("--schema",), "schema", "VAR|JSON", "structured output: a variable or inline JSON"),
     _Opt(("--dry-run",), "dry_run", None, "show the request (secrets redacted); send nothing"),
     _Opt(("--df",), "df", "DF", "DataFrame mode: the cell is a template over DF's columns"),
+    _Opt(("--eval",), "evaluate", "GOLD", "with --df: score the cell's template on -m A,B,C against the column "
+         "GOLD (accuracy, cost per 1,000 rows, the best choice, a plot); -o VAR keeps the fm.Evaluation"),
+    _Opt(("--labels",), "labels", "X,Y,Z", "with --eval: classify into these labels (else the answers are "
+         "compared as text)", _labels),
     _Opt(("--concurrency",), "concurrency", "N", "DataFrame mode: requests in flight", _number(int, "concurrency")),
     _Opt(("--rpm",), "rpm", "N", "DataFrame mode: requests per minute budget", _number(float, "rpm")),
     _Opt(("--tpm",), "tpm", "N", "DataFrame mode: tokens per minute budget", _number(float, "tpm")),
@@ -335,9 +348,12 @@ def _finish(values: dict[str, Any], given: set[str], prompt: str) -> PromptArgs:
         models = list(dict.fromkeys(named))
         if len(models) < 2:
             raise UsageError(f"-m {args.model!r}: " + compare_models_problem(named))
-        if args.df is not None:
-            raise UsageError("-m A,B,C compares models on one prompt; DataFrame mode (--df) takes one model.")
+        if args.df is not None and args.evaluate is None:
+            raise UsageError("-m A,B,C compares models on one prompt; DataFrame mode (--df) takes one model "
+                             "(or add --eval GOLD to score them on labelled rows).")
         args.models, args.model = models, None
+    if args.evaluate is not None or args.labels is not None:
+        return _finish_eval(args, given)
     if args.df is None:
         extra = [f"--{d}" for d in _DF_ONLY if d in given]
         if extra:
@@ -376,6 +392,24 @@ def _check_operator(args: PromptArgs, given: set[str]) -> None:
              if d in given]
     if clash:
         raise UsageError(f"{', '.join(clash)} cannot be used with {ops[0]}.")
+
+
+def _finish_eval(args: PromptArgs, given: set[str]) -> PromptArgs:
+    """`%%foundry --df DF --eval GOLD -m A,B,C [--labels x,y] [--sample N] [-o VAR]`."""
+    if args.evaluate is None:
+        raise UsageError("--labels goes with --eval GOLD (evaluating models on labelled rows).")
+    if args.df is None:
+        raise UsageError("--eval GOLD needs --df DF: the DataFrame with the labelled rows.")
+    if not args.evaluate.strip():
+        raise UsageError("--eval needs the name of the column of true answers, e.g. --eval label.")
+    if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
+        raise UsageError(f"With --eval, -o/--out names the variable that keeps the fm.Evaluation; got {args.out!r}.")
+    clash = [f for f, d in (("--chat", "chat"), ("--dry-run", "dry_run"), ("-f", "format"), ("--agent", "agent"),
+                            ("--conversation", "conversation"), ("--estimate", "estimate"), ("--batch", "batch"),
+                            ("--image", "images")) if d in given]
+    if clash:
+        raise UsageError(f"{', '.join(clash)} cannot be used with --eval.")
+    return args
 
 
 def parse_cell(line: str, cell: str) -> PromptArgs:

@@ -320,6 +320,8 @@ class FoundryMagics(Magics):
         if not args.prompt.strip():
             raise ConfigurationError("The template is empty.",
                                      hint="Write it in the cell, e.g. Summarize: {text}  (column names in braces).")
+        if args.evaluate is not None:
+            return self._evaluate(p, args, df, namespace)
         from foundry_magics.frames.pandas import run_frame
 
         if args.filter or args.topk is not None or args.agg:
@@ -373,6 +375,8 @@ class FoundryMagics(Magics):
             options["estimate"] = True
         if args.batch:
             options["batch"] = True
+        if args.filter and self._max_cost(args) is not None:  # a single run: the budget applies (not to rounds)
+            options["max_cost"] = self._max_cost(args)
         if args.filter:
             result = frames.filter_rows(df, args.prompt, where="%%foundry --filter", **options)
         elif args.topk is not None:
@@ -383,6 +387,31 @@ class FoundryMagics(Magics):
         if args.out and not args.estimate:
             self.shell.user_ns[args.out] = result
         return result
+
+    def _evaluate(self, p: Any, args: Any, df: Any, namespace: dict[str, Any]) -> Any:
+        """`%%foundry --df DF --eval GOLD -m A,B,C [--labels x,y]`: the cell's template scored on each
+        model against DF[GOLD]; the fm.Evaluation is the cell's result (and VAR with -o VAR)."""
+        from foundry_magics.frames.evaluate import evaluate
+        from foundry_magics.notebook.prompting import resolve_schema
+
+        settings = self._settings()
+        extra: dict[str, Any] = {}
+        if self._max_cost(args) is not None:
+            extra["max_cost"] = self._max_cost(args)
+        for option in ("temperature", "max_tokens", "api", "system"):
+            if getattr(args, option, None) is not None:
+                extra[option] = getattr(args, option)
+        op = "classify" if args.labels else ("extract" if args.schema else "prompt")
+        ev = evaluate(df, args.evaluate, op=op, template=args.prompt, labels=args.labels,
+                      schema=resolve_schema(args.schema, namespace) if args.schema else None,
+                      models=args.models or [args.model or p.default_model], sample=args.sample,
+                      connection=args.connection or settings.default_connection,
+                      concurrency=args.concurrency or settings.concurrency, rpm=args.rpm, tpm=args.tpm,
+                      cache=settings.cache, progress=True, namespace=namespace, where="%%foundry --eval", **extra)
+        self._show_notice()
+        if args.out:
+            self.shell.user_ns[args.out] = ev
+        return ev
 
     # ------------------------------------------------------------------ line commands
 

@@ -125,7 +125,7 @@ class Agg(Operation):
     kind = "agg"
     output = "text"
     default_cap = AGG_MAX_TOKENS
-    allowed = _options.ROW_OPTIONS - {"schema", "images"}
+    allowed = _options.ROW_OPTIONS - {"schema", "images", "max_cost"}  # max_cost: rounds cannot share one budget yet
 
     def __init__(self, instruction: str, *, by: Any = None, where: str | None = None, **options: Any) -> None:
         where = where or "agg()"

@@ -80,7 +80,7 @@ class TopK(Operation):
     kind = "topk"
     output = "fields"
     default_cap = SCORE_MAX_TOKENS
-    allowed = _options.ROW_OPTIONS - {"schema", "images"}
+    allowed = _options.ROW_OPTIONS - {"schema", "images", "max_cost"}  # max_cost: rounds cannot share one budget yet
 
     def __init__(self, instruction: str, k: int = 5, *, where: str | None = None, **options: Any) -> None:
         where = where or "topk()"
