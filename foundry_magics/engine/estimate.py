@@ -659,8 +659,8 @@ class _SampleRun(PromptRun):
         super().__init__(*args, **kwargs)
         self.measured: list[tuple[int, int, float]] = []
 
-    async def send(self, call: Any, est: int, indices: Any) -> Any:
-        reply = await super().send(call, est, indices)
+    async def send(self, call: Any, est: int, indices: Any, bound: float | None = None) -> Any:
+        reply = await super().send(call, est, indices, bound)
         if reply is not None:
             usage = reply.usage
             self.measured.append((usage.input_tokens, usage.output_tokens, float(reply.latency or 0.0)))
