@@ -405,3 +405,16 @@ def test_report_says_rows_per_request_and_tokens_saved(emu):
     assert rep.rows_per_request == 20 and rep.pack_saved_tokens > 10_000
     assert "pack=20: 20.0 rows/request" in rep.summary()
     assert any(k == "packing" for k, _ in rep._rows())
+
+
+def test_max_cost_counts_packed_requests_and_keeps_finished_rows(emu):
+    import foundry_magics as fm
+
+    fm.set_prices({"gpt-4o-mini": (0.40, 1.60)})
+    s = _frame(200)["text"]
+    out = s.foundry.classify(LABELS, connection=_conn(emu), progress=False, cache=False, pack=20, concurrency=1,
+                             max_cost=0.004)
+    rep = fm.last_run()
+    assert rep.stopped and 0 < rep.done < 200
+    assert out.notna().sum() == rep.done
+    assert rep.cost <= 0.004 and rep.done % 20 == 0
