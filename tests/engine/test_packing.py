@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from foundry_magics import engine
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
 from foundry_magics.emulator import packing as emu_packing
@@ -378,7 +377,7 @@ def test_batch_with_pack_is_refused_before_anything_is_sent(emu):
         s.foundry.classify(LABELS, connection=_conn(emu), pack=5, batch=True)
 
 
-def test_images_are_not_packed(emu, tmp_path):
+def test_images_are_not_packed(emu):
     import pandas as pd
 
     with pytest.raises(ConfigurationError, match="images"):
