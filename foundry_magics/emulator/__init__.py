@@ -41,6 +41,7 @@ class Emulator:
                  bearer_tokens=(), expired_tokens=(), deployments=None, strict_models: bool = False,
                  seed: int = 0, batch_seconds: float = 2.0, batch_fail_rate: float = 0.0, batch_expire: int = 0,
                  file_pending_seconds: float = 0.0, batch_refuse_embeddings: bool = False,
+                 pack_fault_rate: float = 0.0, pack_faults: str | None = None,
                  lifetime: float | None = None, process: bool = False,
                  allow_remote: bool = False) -> None:
         given = dict(locals())  # the keywords, spelled out for editors and type checkers; tests/test_emulator.py

@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import parse_qs
 
-from . import agents, batches, brain, jobs, operators, shapes
+from . import agents, batches, brain, jobs, operators, packing, shapes
 from .options import DEFAULTS
 from .options import coerce as coerce_options
 from .faults import Faults, RateLimiter, retry_headers
@@ -416,6 +416,10 @@ class App:
         return err(status, shapes.status_error_body(status), extra + rl_headers, delay=delay)
 
     def _reply_for(self, job: dict) -> tuple[str, list[str]]:
+        if job["mode"] == "json_schema" and "\n\nITEMS:\n" in job["last"]:  # several rows: emulator/packing.py
+            packed = packing.reply(self, job)
+            if packed is not None:
+                return packed, brain.tokens(packed)
         last = brain.strip_directives(job["last"])
         schema = job["schema"]
         model = job["model"] if brain.weakness(job["model"]) else None  # weaker models answer otherwise

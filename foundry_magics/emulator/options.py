@@ -40,6 +40,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("deployments", None, "deployments", "comma-separated deployment names"),
     Option("strict_models", False, "bool", "unknown model/deployment -> 404"),
     Option("seed", 0, "int"),
+    # packed requests (emulator/packing.py): corrupt this fraction of their answers
+    Option("pack_fault_rate", 0.0, "float", "fraction of a packed reply's answers corrupted (emulator/packing.py)"),
+    Option("pack_faults", None, "str?", "comma-separated: drop,duplicate,shuffle,rename,garble (default: all)"),
     # the Files and Batch APIs (emulator/batches.py)
     Option("batch_seconds", 2.0, "float", "the batch fast clock: seconds from validating to completed (Azure: up "
            "to 24 h)"),

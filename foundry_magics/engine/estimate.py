@@ -485,7 +485,8 @@ def _batch_api_available(conn: Any, batch_api: bool) -> None:
 
 def estimate_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any = None, cache: bool = True,
                    batch_api: bool = False, sample: int | None = None, concurrency: int | None = None,
-                   rpm: float | None = None, tpm: float | None = None, progress: Any = False) -> Estimate:
+                   rpm: float | None = None, tpm: float | None = None, progress: Any = False,
+                   pack: Any = None) -> Estimate:
     """The estimate of `run_batch(batch, spec, connection=..., cache=...)`: nothing is sent,
     except with `sample=N`: N of the requests to send, picked at random, are answered online
     (at `concurrency`, within `rpm` / `tpm`) and the rest of the run is forecast from them
@@ -506,6 +507,7 @@ def estimate_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connectio
     caps: list[int] = []
     uncapped = False
     picked = _Reservoir(sample) if sample else None
+    packer = _Packer(pack, probe, spec, count) if pack is not None else None
     store = _open_cache(cache)
     try:
         for start in range(0, batch.size, FEED_CHUNK):
@@ -522,6 +524,9 @@ def estimate_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connectio
                 if key in hits:
                     est.cached += 1
                     continue
+                if packer is not None:  # counted as the packed run sends it, below
+                    packer.add(i, key, None, body)
+                    continue
                 est.to_send += 1
                 tokens, images = body_tokens(body, count)
                 est.input_tokens += tokens
@@ -533,6 +538,12 @@ def estimate_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connectio
                     caps.append(cap)
                 if picked is not None:
                     picked.offer(_Picked(i, tokens, images, cap))
+            if packer is not None:
+                packer.flush(batch, final=False)
+        if packer is not None:
+            packer.flush(batch, final=True)
+            packer.into(est, caps)
+            uncapped = packer.uncapped
     finally:
         store.close()
     est.distinct = len(seen)
@@ -550,6 +561,65 @@ def estimate_batch(batch: Batch, spec: RequestSpec = RequestSpec(), *, connectio
         _sample(est, batch, spec, conn, picked.items, cache=cache, concurrency=concurrency, rpm=rpm, tpm=tpm,
                 progress=progress)
     return _price(est)
+
+
+class _Packer:
+    """pack=N: the requests to send grouped as `engine.packing.PackedRun` groups them; each pack
+    counted as the packed request it becomes (its rows' answers matched, none sent again)."""
+
+    def __init__(self, packing: Any, probe: Any, spec: RequestSpec, count: Callable[[str], int]) -> None:
+        from foundry_magics.engine.packing import pack_prompt
+
+        self.packing, self.probe, self.spec, self.count = packing, probe, spec, count
+        self.buffer: list[Any] = []
+        self.requests = self.tokens = self.rows = self.alone_tokens = 0
+        self.caps: list[int] = []
+        self.uncapped = False
+        self.task_tokens = len(pack_prompt(packing.task, [])) // 4 + len(spec.system or "") // 4 + 8
+        self.options = dict(spec.options(), schema=packing.schema())
+
+    def add(self, i: int, key: bytes, prompt: Any, body: dict[str, Any]) -> None:
+        from foundry_magics.engine.packing import Entry
+
+        self.buffer.append(Entry(i, key, None, {}, _cap_of(body), body_tokens(body, self.count)[0]))
+
+    def flush(self, batch: Any, final: bool) -> None:
+        from foundry_magics.engine.packing import group, item_id, pack_prompt, packed_cap
+
+        if not final and len(self.buffer) < self.packing.max_rows * 4:
+            return
+        todo = [e for e in self.buffer if e.item is None]
+        if todo:
+            for e, item in zip(todo, self.packing.items([e.i for e in todo])):
+                e.item = item
+        packs, self.buffer = group(self.buffer, self.packing, self.task_tokens, final=final)
+        for pack in packs:
+            self.rows += len(pack)
+            self.alone_tokens += sum(e.tokens for e in pack)
+            if len(pack) == 1:  # a pack of one is the row's own request
+                tokens, cap = pack[0].tokens, pack[0].cap
+            else:
+                taken: set[str] = set()
+                text = pack_prompt(self.packing.task, [{"id": item_id(e.key, taken), **(e.item or {})} for e in pack])
+                cap = packed_cap(pack)
+                _, body = self.probe.build(self.spec.op, text, **dict(self.options, max_tokens=cap))
+                tokens = body_tokens(body, self.count)[0]
+            self.requests += 1
+            self.tokens += tokens
+            if cap is None:
+                self.uncapped = True
+            else:
+                self.caps.append(cap)
+
+    def into(self, est: Estimate, caps: list[int]) -> None:
+        est.to_send += self.requests
+        est.input_tokens += self.tokens
+        caps.extend(self.caps)
+        if self.rows:
+            est.notes.append(f"pack={self.packing.size}: {self.rows:,} rows in {self.requests:,} requests "
+                             f"(~{self.rows / self.requests:,.1f} rows each); ~{self.tokens:,} input tokens instead of "
+                             f"~{self.alone_tokens:,} one row to a request. Rows whose answers come back unusable "
+                             "are sent again, so the run may send a few more.")
 
 
 # ---------------------------------------------------------------------- sample=N: a forecast

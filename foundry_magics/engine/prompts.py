@@ -142,7 +142,6 @@ class PromptRun(Run):
     async def _feed_all(self, queue: asyncio.Queue) -> None:
         spec = self.spec
         keys = RequestKeys(self.client, spec, self.conn)
-        budget = self.budget
         n = self.size
         start = 0
         # A small first chunk gets the workers going at once; later chunks are rendered while
@@ -179,8 +178,7 @@ class PromptRun(Run):
                     self.succeed(keyed[key], hit.text, cached=True)
                     continue
                 self.inflight[key] = keyed[key]
-                bound = budget.bound(body) if budget is not None else None  # max_cost: its upper bound
-                await queue.put((key, body, estimate_tokens(prompt, spec), bound))
+                await self._enqueue(queue, key, prompt, body, keyed[key][0])
             if first and queue.qsize():
                 # Let the first requests go out (connections open) before rendering more.
                 first = False
@@ -189,8 +187,18 @@ class PromptRun(Run):
                 await asyncio.sleep(0.01)
             else:
                 await asyncio.sleep(0)  # replies that arrived meanwhile go first
+        await self._end_feed(queue)
         for _ in range(self.concurrency):
             await queue.put(None)
+
+    async def _enqueue(self, queue: asyncio.Queue, key: bytes, prompt: Any, body: dict[str, Any], i: int) -> None:
+        """A request that missed the cache goes to the workers (`engine.packing` packs them instead)."""
+        budget = self.budget
+        bound = budget.bound(body) if budget is not None else None  # max_cost: its upper bound
+        await queue.put((key, body, estimate_tokens(prompt, self.spec), bound))
+
+    async def _end_feed(self, queue: asyncio.Queue) -> None:
+        """Every request was fed (a packed run sends its last packs here)."""
 
     async def _queue_below(self, queue: asyncio.Queue, level: int) -> None:
         while queue.qsize() >= level and self.stopped is None:

@@ -61,6 +61,10 @@ class RunReport:
     p95_s: float | None = None
     replayed_input_tokens: int = 0  # tokens of the cache hits' replies when they were first sent (not spent now)
     replayed_output_tokens: int = 0
+    pack: Any = None  # pack=N / "auto" (engine.packing); None: one row per request
+    rows_per_request: float = 0.0  # packed runs: rows answered per request sent
+    pack_retried: int = 0  # packed runs: rows sent again after a pack did not answer them
+    pack_saved_tokens: int = 0  # packed runs: input tokens saved against sending those rows alone (estimated)
 
     @property
     def rows_per_s(self) -> float:
@@ -105,6 +109,14 @@ class RunReport:
                                                  (self.reasoning_tokens, "reasoning")) if n]
         return text + (f" ({', '.join(parts)})" if parts else "")
 
+    def _pack_text(self) -> str:
+        text = f"pack={self.pack}: " + (f"{self.rows_per_request:,.1f} rows/request" if self.requests else "nothing sent")
+        if self.pack_retried:
+            text += f", {self.pack_retried:,} rows sent again"
+        if self.pack_saved_tokens:
+            text += f", ~{self.pack_saved_tokens:,} input tokens saved"
+        return text
+
     def kept(self) -> str:
         """One line for an interrupted run: what was kept, and how to go on."""
         if not self.done:
@@ -129,6 +141,8 @@ class RunReport:
             bits.append(counted(self.retries, "retry"))
         if self.rate_limited:
             bits.append(f"{self.rate_limited:,}×429")
+        if self.pack is not None:
+            bits.append(self._pack_text())
         if self.input_tokens or self.output_tokens:
             bits.append(f"{self._tokens_text()} tokens")
         cost_text = self._cost_text()
@@ -160,6 +174,8 @@ class RunReport:
             *([("cost", cost_text)] if (cost_text := self._cost_text()) else []),
             ("time", f"{self.seconds:.1f} s · {self.rows_per_s:,.1f} rows/s"),
         ]
+        if self.pack is not None:
+            rows.append(("packing", self._pack_text()))
         if self.na_rows:
             rows.append(("NA rows (not sent)", f"{self.na_rows:,}"))
         if self.failed:

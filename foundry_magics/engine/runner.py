@@ -43,7 +43,8 @@ log = logging.getLogger("foundry_magics.engine")
 def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connection: Any = None,
               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
               cache: bool = True, progress: Any = False, timeout: float = TIMEOUT, max_retries: int = MAX_RETRIES,
-              transport: Any = None, label: str = "foundry", max_cost: float | None = None) -> RunResult:
+              transport: Any = None, label: str = "foundry", max_cost: float | None = None,
+              pack: Any = None) -> RunResult:
     """Send `batch` (blocking the caller's thread, not its event loop) and return the replies.
 
     `max_cost`: the run stops before its spend could pass the amount (`engine.budget`): the
@@ -55,6 +56,9 @@ def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connecti
     `report.interrupted` / `result.error` say why it stopped, and `result.raise_if_stopped()`
     re-raises (Ctrl-C as `fm.RunInterrupted`: a KeyboardInterrupt shown as one line saying what
     was kept). `fm.last_run()` is the same report.
+
+    `pack`: an `engine.packing.Packing`: the requests that miss the cache go out several rows to a
+    request, each row's answer matched by its id and cached under the row's own key.
     """
     concurrency = CONCURRENCY if concurrency is None else concurrency
     _check_positive("concurrency", concurrency, allow_none=False)
@@ -65,8 +69,14 @@ def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connecti
     conn = _connection(connection)
     model = _check_first_request(conn, batch, spec)
     budget = _budget(max_cost, model)
-    run = PromptRun(batch, spec, conn, concurrency=int(concurrency), rpm=rpm, tpm=tpm, cache=cache,
-                    timeout=timeout, max_retries=max_retries, transport=transport, budget=budget)
+    options = dict(concurrency=int(concurrency), rpm=rpm, tpm=tpm, cache=cache, timeout=timeout,
+                   max_retries=max_retries, transport=transport, budget=budget)
+    if pack is not None:  # an engine.packing.Packing: N rows to a request, cached per row
+        from foundry_magics.engine.packing import PackedRun
+
+        run: Run = PackedRun(batch, spec, conn, pack, **options)
+    else:
+        run = PromptRun(batch, spec, conn, **options)
     return _finish(run, progress, label)
 
 

@@ -53,6 +53,7 @@ class PromptArgs:
     estimate: bool = False  # --estimate (DataFrame mode): the cost preview, nothing sent
     sample: int | None = None  # --estimate --sample N: answer N requests (cached) to forecast the run
     batch: bool = False  # --batch (DataFrame mode): through the Batch API, half the price, within 24 h
+    pack: Any = None  # --pack N|auto (DataFrame mode): N rows to a request (else %config FoundryMagics.pack)
     models: list[str] | None = None  # -m A,B,C: compare these models side by side
     agent: str | None = None  # --agent NAME[:VERSION] (a Foundry project's agent)
     conversation: str | None = None  # --conversation NAME (a server-side conversation, kept by name)
@@ -125,6 +126,19 @@ def _text(flag: str, raw: str) -> str:
     return raw
 
 
+def _pack(flag: str, raw: str) -> Any:
+    """--pack N or --pack auto, checked as pack= is everywhere (`ops.options`)."""
+    from foundry_magics.ops.options import check_value
+
+    value: Any = raw.strip().lower()
+    if value != "auto":
+        try:
+            value = int(value)
+        except ValueError:
+            raise UsageError(f'{flag} needs a whole number of rows per request or "auto", got {raw!r}.') from None
+    return check_value("pack", value)
+
+
 def _agent_name(flag: str, raw: str) -> str:
     name, _, version = raw.strip().partition(":")
     if not name or any(c.isspace() or c in "/?#" for c in name) or (":" in raw and not version.strip()):
@@ -193,6 +207,8 @@ CELL_OPTIONS: list[_Opt] = [
     _Opt(("--agg",), "agg", None, "DataFrame mode: one answer to the cell over every row, folded to fit the "
          "context (-o VAR)"),
     _Opt(("--by",), "by", "COL", "with --agg: one answer per group of COL"),
+    _Opt(("--pack",), "pack", "N|auto", "DataFrame mode: send N rows in one request (answers matched by row id, "
+         "cached per row); auto: as many as fit about 2,000 input tokens", _pack),
     _Opt(("--agent",), "agent", "NAME[:VER]", "run the Foundry project's agent NAME (`%foundry agents` lists them)",
          _agent_name),
     _Opt(("--conversation",), "conversation", "NAME", "continue the server-side conversation NAME (kept across "
@@ -213,8 +229,7 @@ HISTORY_OPTIONS: list[_Opt] = [
     _Opt(("-n",), "n", "N", "how many calls to show (default 10)", _count),
 ]
 
-_DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "sample", "batch")
-_DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "batch", "filter", "topk", "agg", "by")
+_DF_ONLY = ("concurrency", "rpm", "tpm", "estimate", "sample", "batch", "pack", "filter", "topk", "agg", "by")
 OPERATORS = ("filter", "topk", "agg")  # --df with one of these: the cell is the operator's predicate / instruction
 
 

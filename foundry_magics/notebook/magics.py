@@ -12,7 +12,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, observe, validate
+from traitlets import Bool, Enum, Float, Int, TraitError, Unicode, Union, observe, validate
 
 from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
 from foundry_magics.errors import show_tracebacks
@@ -70,6 +70,9 @@ class FoundryMagics(Magics):
                      "gives no --max-cost: a DataFrame run stops before it could pass it, a single request that "
                      "could cost more is not sent. Needs the model's price (fm.set_prices).").tag(config=True)
     cache = Bool(True, help="DataFrame mode: reuse finished rows from the response cache.").tag(config=True)
+    pack = Union([Int(), Unicode()], default_value=None, allow_none=True,
+                 help='DataFrame mode: rows per request when a cell gives no --pack: a whole number, "auto", or '
+                      "None (one row per request).").tag(config=True)
     history = Bool(True, help="Log every call to $FOUNDRY_MAGICS_HOME/history.sqlite.").tag(config=True)
     timeout = Float(TIMEOUT, help="Seconds to wait for an answer, per attempt.").tag(config=True)
     max_retries = Int(MAX_RETRIES, help="Retries on 429 / 5xx / connection errors.").tag(config=True)
@@ -100,6 +103,16 @@ class FoundryMagics(Magics):
         if value is not None and not value > 0:
             raise TraitError(f"FoundryMagics.max_cost must be a positive amount (or None for no limit), got {value}.")
         return value
+
+    @validate("pack")
+    def _check_pack(self, proposal: Any) -> Any:
+        from foundry_magics.errors import ConfigurationError
+        from foundry_magics.ops.options import check_value
+
+        try:
+            return check_value("pack", proposal["value"])
+        except ConfigurationError as exc:
+            raise TraitError(f"FoundryMagics.{exc.message}") from None
 
     @validate("timeout")
     def _check_timeout(self, proposal: Any) -> Any:
@@ -336,6 +349,9 @@ class FoundryMagics(Magics):
                 extra["sample"] = args.sample
         if args.batch:  # the Batch API: Ctrl-C leaves the job running; the same cell again re-attaches
             extra["batch"] = True
+        pack = args.pack if args.pack is not None else self.pack  # --pack, else %config FoundryMagics.pack
+        if pack is not None and not (args.batch and args.pack is None):  # the %config default skips --batch cells
+            extra["pack"] = pack
         if self._max_cost(args) is not None:  # the run stops before its spend could pass it
             extra["max_cost"] = self._max_cost(args)
         for option in ("temperature", "max_tokens", "api"):  # request options, when given, as in a single cell

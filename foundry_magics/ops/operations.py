@@ -248,7 +248,15 @@ class Operation:
         return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
                                 concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
                                 cache=o.get("cache", True), progress=self._progress(), label=label,
-                                max_cost=o.get("max_cost"))
+                                max_cost=o.get("max_cost"), pack=self.packing(plan, conn))
+
+    def packing(self, plan: Plan, conn: Any = None) -> Any:
+        """pack=N / "auto": how the run packs rows (`ops.packing`); None: one row per request."""
+        if self.options.get("pack") is None:
+            return None
+        from foundry_magics.ops.packing import packing_for
+
+        return packing_for(self, plan, conn)
 
     def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
         from foundry_magics.batch_api.submit import submit
@@ -263,9 +271,14 @@ class Operation:
 
         o = self.options
         sample = o.get("sample")  # sample=N: N requests answered (cached for the run) to forecast it
+        pack = self.packing(plan, conn)
+        if pack is not None and sample:
+            raise ConfigurationError(f"{self.where}: an estimate with pack= counts the packed requests; it takes "
+                                     "no sample=.", hint="Leave sample= out of a packed estimate, or pack= out.")
         return estimate_batch(plan.requests(), self.request_spec(conn), connection=conn, cache=o.get("cache", True),
                               batch_api=self.batch, sample=sample, concurrency=o.get("concurrency"),
-                              rpm=o.get("rpm"), tpm=o.get("tpm"), progress=self._progress() if sample else False)
+                              rpm=o.get("rpm"), tpm=o.get("tpm"), progress=self._progress() if sample else False,
+                              **({"pack": pack} if pack is not None else {}))
 
     # -- reading the replies -------------------------------------------------------------
 

@@ -136,6 +136,18 @@ def _schema(name: str, value: Any) -> Any:
     return value
 
 
+def _pack(name: str, value: Any) -> Any:
+    """Rows per request: None (one), a whole number from 1 to 100, or "auto" (engine.packing)."""
+    if value is None or value == "auto" and isinstance(value, str):
+        return value
+    if hasattr(value, "item") and not isinstance(value, bool):  # numpy integers
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100:
+        return value
+    raise ConfigurationError(f'pack must be a whole number from 1 to 100, "auto" or None, got {_got(value)}.',
+                             hint='For example pack=20 (20 rows to a request) or pack="auto".')
+
+
 def _any(name: str, value: Any) -> Any:
     return value
 
@@ -160,6 +172,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "progress": _progress,
     "parallelism": _number(integer=True, positive=True, example="8"),
     "max_cost": _number(positive=True, example="0.50"),  # in the prices' currency: engine.budget
+    "pack": _pack,  # rows per request (engine.packing)
     # where it goes
     "batch": _bool,
     "wait": _bool,
@@ -169,7 +182,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 REQUEST = frozenset({"system", "model", "connection", "temperature", "max_tokens", "schema", "images", "api"})
-RUN = frozenset({"concurrency", "rpm", "tpm", "cache", "progress", "max_cost"})
+RUN = frozenset({"concurrency", "rpm", "tpm", "cache", "progress", "max_cost", "pack"})
 MODE = frozenset({"batch", "wait", "poll_interval", "estimate", "sample"})
 EMBED = frozenset({"model", "connection", "dimensions", "cache", "progress", "concurrency", "max_cost", *MODE})
 ROW_OPTIONS = REQUEST | RUN | MODE  # what a DataFrame operation over rows takes
@@ -209,6 +222,10 @@ def check(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> dic
     if (wait is not True or poll is not None) and not out.get("batch") and "batch" in allowed:
         raise ConfigurationError("wait= and poll_interval= apply to Batch API jobs only.",
                                  hint="Add batch=True (half the price, results within 24 h), or leave them out.")
+    if out.get("pack") not in (None, 1) and out.get("batch"):
+        raise ConfigurationError(f"{where} cannot pack rows into Batch API lines yet (pack={out['pack']!r} with "
+                                 "batch=True).", hint="Leave pack= out with batch=True (the Batch API already costs "
+                                                      "half), or drop batch=True to pack the rows online.")
     if out.get("sample") is not None and not out.get("estimate") and "estimate" in allowed:
         raise ConfigurationError(f"sample= applies to estimates only (got sample={out['sample']} without estimate=True).",
                                  hint="Add estimate=True: it answers that many requests (cached for the run) to "
