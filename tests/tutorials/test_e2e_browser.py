@@ -6,9 +6,11 @@
 2. run `%foundry picker`, fill in an emulator's URL and auth "None", press Test, and see the
    model list in the status line and in the Model field;
 3. compare three models (`%%foundry -m A,B,C`): the replies stream into three columns side by
-   side, each ending with its model, tokens and time.
+   side, each ending with its model, tokens and time;
+4. evaluate two models on a few labelled rows (`df.foundry.evaluate`): the evaluation's display and
+   `ev.plot()` show the plot as a PNG image of a real size.
 
-Screenshots land in tests/artifacts/ (e2e-reply.png, e2e-picker.png, e2e-compare.png, and
+Screenshots land in tests/artifacts/ (e2e-reply.png, e2e-picker.png, e2e-compare.png, e2e-evaluate.png, and
 e2e-failure.png when something goes wrong). Skips, with the reason, when playwright, JupyterLab or Chromium are
 missing; installs Chromium with apt-get when run as root with CI=true or FOUNDRY_E2E_INSTALL=1.
 """
@@ -34,8 +36,17 @@ CELLS = [
     f"%%foundry\n{PROMPT}",
     "%foundry picker",
     "%%foundry -m gpt-4o-mini,gpt-4.1-mini,phi-4\nWrite two sentences about comparing models side by side.",
+    # a small evaluation: its display (table, best choice, plot) and the plot alone
+    "import pandas as pd\nimport foundry_magics as fm\n"
+    "fm.set_prices({'gpt-4o': (2.50, 10.00), 'phi-4': (0.125, 0.50)});\n"
+    "labelled = pd.DataFrame({'text': ['I love it', 'Broken on arrival', 'It is blue', 'Great value'] * 3,\n"
+    "                         'label': ['positive', 'negative', 'neutral', 'positive'] * 3})\n"
+    "ev = labelled.foundry.evaluate(gold='label', op='classify', labels=['positive', 'negative', 'neutral'],\n"
+    "                               template='Sentiment of: {text}', models=['gpt-4o', 'phi-4'], progress=False)\n"
+    "display(ev)\n"
+    "ev.plot()",
 ]
-REPLY_CELL, PICKER_CELL, COMPARE_CELL = 2, 3, 4
+REPLY_CELL, PICKER_CELL, COMPARE_CELL, EVALUATE_CELL = 2, 3, 4, 5
 COMPARED = ("gpt-4o-mini", "gpt-4.1-mini", "phi-4")
 
 # Record every state the reply cell's output goes through, as a person would see it.
@@ -212,6 +223,26 @@ def test_magic_and_picker_in_jupyterlab(chromium, lab, model_server):
             streamed = [t for t in texts if "▌" in t]
             assert len(streamed) >= 2, f"no streaming into the columns seen; the output went through {texts!r}"
             compare_cell.screenshot(path=str(e2e.ARTIFACTS / "e2e-compare.png"))
+
+            # 4. an evaluation: the plot shown as a PNG image, in its display and alone
+            evaluate_cell = _run_cell(page, EVALUATE_CELL)
+            _wait_done(evaluate_cell)
+            output = evaluate_cell.locator(".jp-OutputArea")
+            expect(output.locator(".foundry-evaluation table")).to_have_count(1)
+            expect(output).to_contain_text("Best:")
+            images = output.locator("img")
+            expect(images).to_have_count(2)  # in the evaluation's display, and the Figure ev.plot() returns
+            for i in range(2):
+                image = images.nth(i)
+                image.scroll_into_view_if_needed()
+                seen = image.evaluate("img => ({src: img.getAttribute('src').slice(0, 22), complete: img.complete, "
+                                      "w: img.naturalWidth, h: img.naturalHeight})")
+                assert seen["src"] == "data:image/png;base64,", seen
+                assert seen["complete"] and seen["w"] >= 300 and seen["h"] >= 200, f"the plot did not render: {seen}"
+                box = image.bounding_box()
+                assert box is not None and box["width"] >= 200 and box["height"] >= 100, f"the plot is not on screen: {box}"
+            assert "Traceback" not in evaluate_cell.inner_text()
+            evaluate_cell.screenshot(path=str(e2e.ARTIFACTS / "e2e-evaluate.png"))
         except Exception:
             page.screenshot(path=str(e2e.ARTIFACTS / "e2e-failure.png"), full_page=True)
             print("--- JupyterLab log ---\n" + lab.log())
