@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import evaluate as core
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "evaluate_polars"]
 
 _NAME = re.compile(r"(?<!\{)\{([^{}!:]+)(?:[!:][^{}]*)?\}(?!\})")
 
@@ -295,3 +295,51 @@ def evaluate(df: Any, gold: Any, *, op: str = "classify", template: str | None =
                          labels=labels, schema=schema, metric=metric, where=where, namespace=namespace,
                          inputs=values, **options)
     return Evaluation(data, frame.index)
+
+
+def evaluate_polars(df: Any, gold: Any, *, op: str = "classify", template: str | None = None,
+                    prompts: Mapping[str, str] | None = None, models: Any = None, labels: Any = None,
+                    schema: Any = None, sample: int | None = None, metric: Callable[[Any, Any], Any] | None = None,
+                    namespace: Mapping[str, Any] | None = None, where: str = "df.foundry.evaluate()",
+                    **options: Any) -> Evaluation:
+    """`evaluate` over a Polars DataFrame: the same rows sampled (the same fixed shuffle as
+    pandas'), the same runs and scores; `errors()` is indexed by the frame's row numbers."""
+    import numpy as np
+    import pandas as pd
+    import polars as pl
+
+    from foundry_magics.frames.polars import rows_of
+
+    if not isinstance(df, pl.DataFrame):
+        raise ConfigurationError(f"evaluate() needs a Polars DataFrame, got {type(df).__name__}.",
+                                 hint="Collect a LazyFrame first: lf.collect().foundry.evaluate(gold='label', ...).")
+    if gold not in df.columns:
+        shown = ", ".join(repr(str(c)) for c in df.columns[:30])
+        raise ConfigurationError(f"gold={gold!r} is not a column of the frame.",
+                                 hint=f"Name the column of true answers. Columns: {shown}.")
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample <= 0):
+        raise ConfigurationError(f"sample= must be a positive number of rows, got {sample!r}.",
+                                 hint="For example sample=200.")
+    positions = [i for i, v in enumerate(df.get_column(gold).to_list()) if not _nan(v)]
+    if sample is not None and sample < len(positions):  # what pandas' sample(n, random_state=0) picks
+        positions = [positions[i] for i in np.random.RandomState(0).permutation(len(positions))[:sample]]
+    if not positions:
+        raise ConfigurationError(f"No labelled rows: the column {gold!r} is empty.",
+                                 hint="Fill in the true answers of a few rows first.")
+    frame = df[positions]
+    templates = list(prompts.values()) if isinstance(prompts, Mapping) else [template]
+    inputs = _input_columns(frame, gold, templates)
+    if all(t is None for t in templates):
+        if len(inputs) != 1:
+            raise ConfigurationError(f"evaluate(op={op!r}) without a template needs a frame of one input column "
+                                     f"besides {gold!r}; this one has {len(inputs)}.",
+                                     hint="Name the input in a template: template='Sentiment of: {text}'.")
+        rows = rows_of(frame.get_column(inputs[0]))
+    else:
+        rows = rows_of(frame)
+    values = (frame.get_column(inputs[0]).to_list() if len(inputs) == 1
+              else [dict(zip(inputs, r)) for r in frame.select(inputs).iter_rows()])
+    data = core.evaluate(rows, frame.get_column(gold).to_list(), op=op, template=template, prompts=prompts,
+                         models=models, labels=labels, schema=schema, metric=metric, where=where,
+                         namespace=namespace, inputs=values, **options)
+    return Evaluation(data, pd.Index(positions, name="row"))

@@ -11,6 +11,7 @@
     pl_df.foundry.search("broken zipper", k=10, column="text")        # k most similar rows + "score"
     pl_df.foundry.similarity("text", "title"); pl_df["text"].foundry.similarity("delivery was late")
     pl_df.foundry.join(products, "{left.text} is about {right.title}") # the matching pairs
+    ev  = pl_df.foundry.evaluate(gold="label", labels=[...], template="...", models=[...])  # fm.Evaluation
 
 What happens here: the frame's columns become Arrow arrays (`Series.to_arrow`, no pandas), the
 operation of `ops.operations` validates the options, plans, runs (online, `batch=True`,
@@ -426,6 +427,17 @@ class FoundryPolarsFrame(_Base):
         """What `prompt(template, ...)` with the same options would send and cost, as an
         `fm.Estimate`. Sends nothing."""
         return estimate(self._obj, template, images=images, where="df.foundry.estimate()", **options)
+
+    def evaluate(self, gold: Any, op: str = "classify", template: str | None = None, *,
+                 prompts: Mapping[str, str] | None = None, models: Any = None, labels: Any = None,
+                 schema: Any = None, sample: int | None = None, metric: Any = None, **options: Any) -> Any:
+        """Every (prompt, model) over the labelled rows at once, scored against the column `gold`:
+        an `fm.Evaluation`, as for pandas' df.foundry.evaluate (its tables are pandas DataFrames;
+        `errors()` is indexed by row number)."""
+        from foundry_magics.frames.evaluate import evaluate_polars
+
+        return evaluate_polars(self._obj, gold, op=op, template=template, prompts=prompts, models=models,
+                               labels=labels, schema=schema, sample=sample, metric=metric, **options)
 
     def search(self, query: str, k: int = 10, column: Any = None, **options: Any) -> Any:
         """The `k` rows whose `column` is most similar to `query`, best first, with a "score"
