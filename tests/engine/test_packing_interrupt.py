@@ -53,7 +53,7 @@ def test_ctrl_c_mid_packed_run_keeps_finished_rows_and_a_rerun_sends_only_the_re
     # 2 packs in flight, 0.15 s each: the run would take ~1.5 s; Ctrl-C after a few packs
     with Emulator(latency=0.15, lifetime=110) as emu:
         conn = Connection.from_url(emu.url + "/openai/v1", kind="emulator", auth="none", model="gpt-4o-mini")
-        call = dict(connection=conn, pack=PACK, concurrency=2, progress=False)
+        call = {"connection": conn, "pack": PACK, "concurrency": 2, "progress": False}
         _sigint_after(emu, 4)
         with pytest.raises(fm.RunInterrupted) as info:
             s.foundry.classify(LABELS, **call)

@@ -41,9 +41,9 @@ def conn(server):
 
 def test_polars_evaluation_matches_pandas_and_shares_its_cache(conn, server):
     data = _reviews(70)
-    options = dict(op="classify", labels=LABELS, models=["gpt-4o", "gpt-4.1-nano"],
-                   prompts={"short": "Sentiment of: {text}", "long": "Classify the sentiment of this review: {text}"},
-                   sample=40, connection=conn, progress=False)
+    options = {"op": "classify", "labels": LABELS, "models": ["gpt-4o", "gpt-4.1-nano"],
+               "prompts": {"short": "Sentiment of: {text}", "long": "Classify the sentiment of this review: {text}"},
+               "sample": 40, "connection": conn, "progress": False}
     server.reset_stats()
     ev = pl.DataFrame(data).foundry.evaluate("label", **options)
     assert isinstance(ev, fm.Evaluation)

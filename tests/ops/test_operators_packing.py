@@ -16,7 +16,7 @@ from foundry_magics.emulator import Emulator
 
 pytestmark = pytest.mark.timeout(180)
 
-OFF = dict(progress=False)
+OFF = {"progress": False}
 PRED = "The customer asks for a 'refund': {text}"
 
 

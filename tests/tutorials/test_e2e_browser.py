@@ -37,14 +37,14 @@ CELLS = [
     "%foundry picker",
     "%%foundry -m gpt-4o-mini,gpt-4.1-mini,phi-4\nWrite two sentences about comparing models side by side.",
     # a small evaluation: its display (table, best choice, plot) and the plot alone
-    "import pandas as pd\nimport foundry_magics as fm\n"
-    "fm.set_prices({'gpt-4o': (2.50, 10.00), 'phi-4': (0.125, 0.50)});\n"
-    "labelled = pd.DataFrame({'text': ['I love it', 'Broken on arrival', 'It is blue', 'Great value'] * 3,\n"
-    "                         'label': ['positive', 'negative', 'neutral', 'positive'] * 3})\n"
-    "ev = labelled.foundry.evaluate(gold='label', op='classify', labels=['positive', 'negative', 'neutral'],\n"
-    "                               template='Sentiment of: {text}', models=['gpt-4o', 'phi-4'], progress=False)\n"
-    "display(ev)\n"
-    "ev.plot()",
+    ("import pandas as pd\nimport foundry_magics as fm\n"
+     "fm.set_prices({'gpt-4o': (2.50, 10.00), 'phi-4': (0.125, 0.50)});\n"
+     "labelled = pd.DataFrame({'text': ['I love it', 'Broken on arrival', 'It is blue', 'Great value'] * 3,\n"
+     "                         'label': ['positive', 'negative', 'neutral', 'positive'] * 3})\n"
+     "ev = labelled.foundry.evaluate(gold='label', op='classify', labels=['positive', 'negative', 'neutral'],\n"
+     "                               template='Sentiment of: {text}', models=['gpt-4o', 'phi-4'], progress=False)\n"
+     "display(ev)\n"
+     "ev.plot()"),
 ]
 REPLY_CELL, PICKER_CELL, COMPARE_CELL, EVALUATE_CELL = 2, 3, 4, 5
 COMPARED = ("gpt-4o-mini", "gpt-4.1-mini", "phi-4")
