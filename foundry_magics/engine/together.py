@@ -39,6 +39,7 @@ class Job:
     requests: Requests
     spec: RequestSpec
     label: str = "foundry"
+    pack: Any = None  # an engine.packing.Packing: this job's rows go out N to a request
 
 
 class _Group:
@@ -91,6 +92,13 @@ def combined(reports: Sequence[RunReport], *, seconds: float) -> RunReport:
                  "failed", "not_sent", "concurrency"):
         setattr(out, name, sum(getattr(r, name) for r in reports))
     out.interrupted = any(r.interrupted for r in reports)
+    packed = [r for r in reports if r.pack is not None]
+    if packed:
+        out.pack = packed[0].pack
+        out.pack_retried = sum(r.pack_retried for r in packed)
+        out.pack_saved_tokens = sum(r.pack_saved_tokens for r in packed)
+        sent = sum(r.requests for r in reports)
+        out.rows_per_request = sum(r.rows_per_request * r.requests for r in reports) / sent if sent else 0.0
     stops = [r.stopped for r in reports if r.stopped]
     out.stopped = "; ".join(dict.fromkeys(stops)) if stops and all(r.stopped for r in reports) else None
     return out
@@ -130,8 +138,14 @@ def run_together(jobs: Sequence[Job], *, connection: Any = None, concurrency: in
     buckets: dict[Any, tuple[Any, Any]] = {}
     for i, model in models.items():
         budget = BudgetShare(shared, prices[i], model) if shared is not None else None
-        run = PromptRun(jobs[i].requests, jobs[i].spec, conn, concurrency=int(concurrency), rpm=rpm, tpm=tpm,
-                        cache=cache, timeout=timeout, max_retries=max_retries, transport=transport, budget=budget)
+        options = {"concurrency": int(concurrency), "rpm": rpm, "tpm": tpm, "cache": cache, "timeout": timeout,
+                   "max_retries": max_retries, "transport": transport, "budget": budget}
+        if jobs[i].pack is not None:
+            from foundry_magics.engine.packing import PackedRun
+
+            run: PromptRun = PackedRun(jobs[i].requests, jobs[i].spec, conn, jobs[i].pack, **options)
+        else:
+            run = PromptRun(jobs[i].requests, jobs[i].spec, conn, **options)
         run.rpm_bucket, run.tpm_bucket = buckets.setdefault(model, (run.rpm_bucket, run.tpm_bucket))
         runs[i] = run
     if not runs:

@@ -373,7 +373,7 @@ def evaluate(rows: Rows, gold: Sequence[Any], *, op: str = "classify", template:
         plan = operation.plan(rows, namespace)
         operation.apply_cap(plan, conn)
         plans.append(plan)
-    jobs = [Job(plan.requests(), operation.request_spec(conn), f"{name} / {m}")
+    jobs = [Job(plan.requests(), operation.request_spec(conn), f"{name} / {m}", operation.packing(plan, conn))
             for plan, operation, (name, _, m) in zip(plans, operations, combos)]
     first = operations[0].options
     results = run_together(jobs, connection=conn, concurrency=first.get("concurrency"), rpm=first.get("rpm"),
