@@ -80,7 +80,18 @@ def on_files(files: Files, config: Any) -> Files:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     if "<!-- benchmarks:latest -->" in markdown:
         markdown = markdown.replace("<!-- benchmarks:latest -->", benchmarks_table(LATEST))
-    return markdown
+    return unescape_table_pipes(markdown)
+
+
+def unescape_table_pipes(markdown: str) -> str:
+    """GitHub needs `a\\|b` for a pipe inside code in a table cell; Python-Markdown keeps pipes
+    inside code spans by itself and would show the backslash."""
+    def row(line: str) -> str:
+        if not line.startswith("|"):
+            return line
+        return re.sub(r"`[^`]*`", lambda m: m.group(0).replace("\\|", "|"), line)
+
+    return "\n".join(row(line) for line in markdown.split("\n"))
 
 
 # ---------------------------------------------------------------------- tutorials

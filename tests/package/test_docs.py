@@ -91,6 +91,8 @@ def test_the_guide_has_a_page_for_each_part(site):
                  "guide/evaluation", "guide/costs", "guide/emulator", "reliability", "guide/troubleshooting",
                  "architecture", "benchmarks", "changelog", "contributing"):
         assert (site / page / "index.html").exists(), page
+    magics = text_of(site / "guide" / "magics" / "index.html")
+    assert "--api chat|responses" in magics and "\\|" not in magics  # GitHub's escaped pipes, shown plain
     costs = text_of(site / "guide" / "costs" / "index.html")
     for topic in ("set_prices", "fm.usage()", "sample=N", "max_cost"):
         assert topic in costs, topic
