@@ -142,3 +142,19 @@ def test_the_readme_is_a_short_front_page_whose_links_resolve():
     for page in ("magics", "connections", "dataframes", "spark", "polars", "batch", "agents", "operators",
                  "packing", "evaluation", "costs", "emulator"):
         assert f"docs/guide/{page}.md" in text, page
+
+
+@pytest.mark.slow
+def test_a_tutorial_runs_on_the_emulator_for_its_page_in_a_clean_world(monkeypatch):
+    """What `./dev docs` does for every notebook (the suite builds with the recorded outputs):
+    run it in a fresh home with no Azure variable, whatever the caller's environment holds."""
+    pytest.importorskip("nbclient")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://must-not-be-used.openai.azure.com/")
+    site = hook()
+    nb = site.executed(REPO / "notebooks" / "08-agents.ipynb")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count for c in code)  # run, not the recorded fallback
+    outputs = json.dumps([o for c in code for o in c.outputs])
+    assert "[emulated]" in outputs and "must-not-be-used" not in outputs
+    assert "fm-docs-nb-" not in outputs and "NBVAL" not in "\n".join(c.source for c in nb.cells)
+    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
