@@ -285,10 +285,11 @@ REFERENCE: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
 def exports() -> dict[str, str]:
     """The lazy export table of foundry_magics/__init__.py (public name -> module), read with ast."""
     tree = ast.parse((REPO / "foundry_magics" / "__init__.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
-            node.target if isinstance(node, ast.AnnAssign) else None
-        if isinstance(target, ast.Name) and target.id == "_EXPORTS" and node.value is not None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "_EXPORTS" \
+                and node.value is not None:
             return ast.literal_eval(node.value)
     raise RuntimeError("foundry_magics/__init__.py has no _EXPORTS table")
 
@@ -313,11 +314,11 @@ def reference_pages() -> dict[str, str]:
         for obj in extra:
             lines += [f"::: foundry_magics.{obj}", ""]
         pages[page] = "\n".join(lines)
-    names = ", ".join(f"`fm.{n}`" for n in sorted(table))
+    listed = ", ".join(f"`fm.{n}`" for n in sorted(table))
     pages["index"] = "\n".join([
         "# API reference", "",
         "`import foundry_magics as fm` gives these names (loaded on first use, so the import stays fast):",
-        "", names, "",
+        "", listed, "",
         *(f"* [{title}]({page}.md)" for page, (title, *_rest) in REFERENCE.items()), "",
         "The pages are generated from the docstrings of the modules that define each name.", "",
     ])
