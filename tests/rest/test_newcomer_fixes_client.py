@@ -1,4 +1,4 @@
-"""A dead local port fails at once, and the README's async example closes its session
+"""A dead local port fails at once, and the documented async example closes its session
 (issue 18, item 9)."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from foundry_magics.rest.retry import RetryPolicy, is_transient, refused_on_loop
 
 pytestmark = pytest.mark.timeout(120)
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "python-api.md"  # the async example lives here
 
 
 def dead_port() -> int:
@@ -90,14 +90,14 @@ def test_the_async_client_fails_at_once_on_a_dead_local_port():
     assert took < 1.0, took
 
 
-# ---------------------------------------------------------------------- the README's async example
+# ---------------------------------------------------------------------- the guide's async example
 
 
-def _readme_async_example() -> str:
-    text = README.read_text(encoding="utf-8")
+def _documented_async_example() -> str:
+    text = GUIDE.read_text(encoding="utf-8")
     start = text.index("`fm.AsyncFoundryClient` has the same methods as coroutines")
     block = re.search(r"```python\n(.*?)```", text[start:], re.S)
-    assert block, "the README's async example is gone"
+    assert block, "the Python API guide's async example is gone"
     return block.group(1)
 
 
@@ -115,8 +115,8 @@ def _run_async(body: str, url: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=60)
 
 
-def test_the_readme_async_example_leaves_no_unclosed_session(emulator_url):
-    example = _readme_async_example()
+def test_the_documented_async_example_leaves_no_unclosed_session(emulator_url):
+    example = _documented_async_example()
     assert "async with fm.AsyncFoundryClient(" in example
     ran = _run_async(example, emulator_url)
     assert ran.returncode == 0 and "ran" in ran.stdout, ran.stderr
