@@ -212,7 +212,8 @@ class Emulator:
             return self._admin("GET", "stats")
         if self._app is not None:
             return self._app.stats()
-        return {"requests": 0, "by_route": {}, "by_status": {}, "tokens": {"prompt": 0, "completion": 0, "total": 0, "cached": 0, "reasoning": 0}}
+        tokens = {"prompt": 0, "completion": 0, "total": 0, "cached": 0, "reasoning": 0}
+        return {"requests": 0, "by_route": {}, "by_status": {}, "tokens": tokens}
 
     def reset_stats(self) -> None:
         if self._in_thread():

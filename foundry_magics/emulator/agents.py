@@ -296,7 +296,8 @@ def _check_version(req: Request) -> None:
     version = parse_qs(req.query).get("api-version", [None])[0] if req.query else None
     if not version:
         raise Fail(err(400, shapes.error_body(
-            "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")))
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.")))
     if not API_VERSION.match(version):
         raise Fail(err(400, shapes.error_body("BadRequest", "API version not supported")))
 
@@ -471,7 +472,8 @@ def response_events(resp: dict[str, Any], toks: list[str]) -> list[bytes]:
     *tools, message = resp["output"]
     for i, item in enumerate(tools):
         head = '"output_index":%d,"item_id":%s' % (i, d(item["id"]).decode())
-        emit("response.output_item.added", '"output_index":%d,"item":%s' % (i, d(dict(item, status="in_progress")).decode()))
+        started = d(dict(item, status="in_progress")).decode()
+        emit("response.output_item.added", '"output_index":%d,"item":%s' % (i, started))
         kind = item["type"][: -len("_call")] if item["type"].endswith("_call") else item["type"]
         steps = {"web_search": ("in_progress", "searching", "completed"),
                  "file_search": ("in_progress", "searching", "completed"),
@@ -481,14 +483,15 @@ def response_events(resp: dict[str, Any], toks: list[str]) -> list[bytes]:
         emit("response.output_item.done", '"output_index":%d,"item":%s' % (i, d(item).decode()))
     n = len(tools)
     part = message["content"][0]
-    emit("response.output_item.added", '"output_index":%d,"item":%s' % (n, d(
-        {"type": "message", "id": message["id"], "status": "in_progress", "role": "assistant", "content": []}).decode()))
+    started = {"type": "message", "id": message["id"], "status": "in_progress", "role": "assistant", "content": []}
+    emit("response.output_item.added", '"output_index":%d,"item":%s' % (n, d(started).decode()))
     ids = '"item_id":%s,"output_index":%d,"content_index":0' % (d(message["id"]).decode(), n)
     emit("response.content_part.added", ids + ',"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}')
     for t in toks:
         emit("response.output_text.delta", ids + ',"delta":' + d(t).decode() + ',"logprobs":[]')
     for k, ann in enumerate(part.get("annotations") or []):
-        emit("response.output_text.annotation.added", ids + ',"annotation_index":%d,"annotation":%s' % (k, d(ann).decode()))
+        emit("response.output_text.annotation.added",
+             ids + ',"annotation_index":%d,"annotation":%s' % (k, d(ann).decode()))
     emit("response.output_text.done", ids + ',"text":' + d(part["text"]).decode() + ',"logprobs":[]')
     emit("response.content_part.done", ids + ',"part":' + d(part).decode())
     emit("response.output_item.done", '"output_index":%d,"item":%s' % (n, d(message).decode()))

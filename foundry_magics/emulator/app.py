@@ -28,10 +28,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import agents, batches, brain, jobs, operators, packing, shapes
-from .options import DEFAULTS
-from .options import coerce as coerce_options
 from .faults import Faults, RateLimiter, retry_headers
 from .jobs import JSON_CT, Fail, err
+from .options import DEFAULTS, coerce as coerce_options
 from .routes import API_VERSION, OPNAMES, POST_OPS, Route, normalize_deployments, resolve
 from .wire import Reply, Request
 
@@ -241,8 +240,9 @@ class App:
         delay = self.opts["latency"]
         op = route.op
         if op == "models":
-            body_out = shapes.openai_models(self.deployments) if route.kind in ("openai-v1", "openai-compatible") or (
-                route.kind == "foundry-project" and not route.version_required) else shapes.azure_models(self.deployments)
+            openai_shape = route.kind in ("openai-v1", "openai-compatible") or (
+                route.kind == "foundry-project" and not route.version_required)
+            body_out = shapes.openai_models(self.deployments) if openai_shape else shapes.azure_models(self.deployments)
             return Reply(200, [JSON_CT], body_out, delay=delay)
         if op == "deployments":
             return Reply(200, [JSON_CT], shapes.project_deployments(self.deployments), delay=delay)
@@ -261,7 +261,8 @@ class App:
         if body is _INVALID or not isinstance(body, dict):
             raise Fail(err(400, shapes.invalid_request(
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-                "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)")))
+                "HTTP library correctly. The OpenAI API expects a JSON payload, "
+                "but what was sent was not valid JSON.)")))
         prepared = agents.prepare(self, body) if op == "responses" else None  # an agent, a conversation
         model = route.arg if route.kind == "azure-deployment" else body.get("model")
         if not model and prepared:
@@ -334,7 +335,8 @@ class App:
             raise Fail(err(429, shapes.error_body("429", (
                 f"Requests to the {opname} Operation under Azure OpenAI API version {ver} have exceeded the "
                 f"quota of your current pricing tier. Please retry after {int(math.ceil(secs))} seconds. Please go "
-                "here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.")),
+                "here: https://aka.ms/oai/quotaincrease "
+                "if you would like to further increase the default rate limit.")),
                 retry_headers(secs)))
         rl_headers: list[tuple[str, str]] = []
         if self.limiter.active:
@@ -373,8 +375,8 @@ class App:
             return self._failure(o["fail_status"], rl_headers, delay)
         if faults.hit(o["malformed_rate"]):
             self._fault("malformed")
-            return Reply(200, [JSON_CT] + rl_headers, b'{"id":"chatcmpl-broken","object":"chat.completion","choices":[{"ind',
-                         delay=delay)
+            broken = b'{"id":"chatcmpl-broken","object":"chat.completion","choices":[{"ind'
+            return Reply(200, [JSON_CT] + rl_headers, broken, delay=delay)
         if faults.hit(o["wrong_content_type_rate"]):
             self._fault("wrong_content_type")
             return Reply(200, [("content-type", "text/html; charset=utf-8")] + rl_headers,

@@ -194,7 +194,8 @@ class BatchesAPI:
         bid = "batch_" + uuid4_hex()
         b = {
             "id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None, "input_file_id": fid,
-            "completion_window": BATCH_COMPLETION_WINDOW, "status": "validating", "output_file_id": None, "error_file_id": None,
+            "completion_window": BATCH_COMPLETION_WINDOW, "status": "validating",
+            "output_file_id": None, "error_file_id": None,
             "created_at": int(now), "in_progress_at": None, "expires_at": int(now) + 86_400, "finalizing_at": None,
             "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": 0, "completed": 0, "failed": 0},

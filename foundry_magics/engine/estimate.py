@@ -294,7 +294,8 @@ class Estimate:
     def _rows(self) -> list[tuple[str, str]]:
         dedup = max(0, self.rows - self.na_rows - self.distinct)
         rows = [
-            ("rows", f"{self.rows:,}" + (f" ({self.na_rows:,} with a missing value: not sent)" if self.na_rows else "")),
+            ("rows", f"{self.rows:,}"
+             + (f" ({self.na_rows:,} with a missing value: not sent)" if self.na_rows else "")),
             ("distinct requests", f"{self.distinct:,}"
                                   + (f" ({counted(dedup, 'duplicate row')} sent once)" if dedup else "")),
             ("already cached", f"{self.cached:,}"),

@@ -215,7 +215,8 @@ class PromptRun(Run):
                 return
             key, body, est, bound = item
             try:  # the body that was keyed is the body that is sent: built once
-                reply = await self.send(lambda: send(op, self.route, body), est, self.inflight.get(key, ()), bound)
+                reply = await self.send(lambda body=body: send(op, self.route, body), est,
+                                        self.inflight.get(key, ()), bound)
                 if reply is not None:
                     self._finish_ok(key, reply)
                 else:

@@ -110,7 +110,8 @@ class RunReport:
         return text + (f" ({', '.join(parts)})" if parts else "")
 
     def _pack_text(self) -> str:
-        text = f"pack={self.pack}: " + (f"{self.rows_per_request:,.1f} rows/request" if self.requests else "nothing sent")
+        text = f"pack={self.pack}: " + (
+            f"{self.rows_per_request:,.1f} rows/request" if self.requests else "nothing sent")
         if self.pack_retried:
             text += f", {self.pack_retried:,} rows sent again"
         if self.pack_saved_tokens:
@@ -210,7 +211,8 @@ class RunReport:
                             for label, reason in self.failures[:10])
             more = (f"<li>… and {len(self.failures) - 10:,} more (<code>fm.last_run().failures</code>)</li>"
                     if len(self.failures) > 10 else "")
-            out += f"<details open><summary>{len(self.failures):,} failed rows</summary><ul>{items}{more}</ul></details>"
+            out += (f"<details open><summary>{len(self.failures):,} failed rows</summary>"
+                    f"<ul>{items}{more}</ul></details>")
         return out
 
 

@@ -128,7 +128,7 @@ def _check_first_request(conn: Any, batch: Requests, spec: RequestSpec) -> str |
     ensure_model(probe, spec)
     body: dict[str, Any] = {}
     if batch.size:
-        text, kwargs = call_args(batch.render(range(0, 1))[0], spec.options())
+        text, kwargs = call_args(batch.render(range(1))[0], spec.options())
         _, body = probe.build(spec.op, text, **kwargs)
     return body.get("model") or spec.model or conn.model or probe.model_for(spec.model)
 

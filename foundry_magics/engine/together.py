@@ -103,10 +103,12 @@ def run_together(jobs: Sequence[Job], *, connection: Any = None, concurrency: in
     """Run every job at once; one `RunResult` per job (or the exception that kept it from
     starting), in the order of `jobs`. Ctrl-C stops them all, keeping what finished (cached)."""
     from foundry_magics.engine.budget import Budget, BudgetShare, require_price
-    from foundry_magics.engine.runner import check_first_request as _check_first_request
-    from foundry_magics.engine.runner import check_positive as _check_positive
-    from foundry_magics.engine.runner import connection_of as _connection
-    from foundry_magics.engine.runner import wait_for
+    from foundry_magics.engine.runner import (
+        check_first_request as _check_first_request,
+        check_positive as _check_positive,
+        connection_of as _connection,
+        wait_for,
+    )
     from foundry_magics.store.usage import record_run
 
     concurrency = CONCURRENCY if concurrency is None else concurrency

@@ -18,7 +18,7 @@ import html
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from foundry_magics.defaults import COMPARE_UPDATE_INTERVAL
 from foundry_magics.rest.models import Reply

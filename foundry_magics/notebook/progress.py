@@ -136,8 +136,8 @@ class TqdmProgress:
                 from types import SimpleNamespace
 
                 bar = self._open(SimpleNamespace(rows=report.rows or self.total, done=report.done, failed=report.failed,
-                                                 cached=report.cache_hits, elapsed=report.seconds, rate=report.rows_per_s,
-                                                 eta=0.0, rate_limited=report.rate_limited,
+                                                 cached=report.cache_hits, elapsed=report.seconds,
+                                                 rate=report.rows_per_s, eta=0.0, rate_limited=report.rate_limited,
                                                  concurrency=report.concurrency, finished=True))
             self.closed = True
             bar.n = report.done + report.failed

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from foundry_magics.connections import session
-from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
-from foundry_magics.rest.client import CallRecord, FoundryClient, Stream
 from foundry_magics.connections.connection import Connection
+from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
+from foundry_magics.errors import ConfigurationError
 from foundry_magics.notebook.agents import ServerConversations
 from foundry_magics.notebook.conversations import Conversations
-from foundry_magics.errors import ConfigurationError
 from foundry_magics.notebook.interpolate import interpolate
+from foundry_magics.rest.client import CallRecord, FoundryClient, Stream
 from foundry_magics.rest.models import Reply
 from foundry_magics.rest.schemas import to_json_schema, validate
 from foundry_magics.store.history import History

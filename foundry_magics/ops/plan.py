@@ -249,7 +249,7 @@ class Plan:
 
     def texts(self) -> list[str]:
         """Every distinct prompt's text (embeddings send the values themselves)."""
-        return [p if isinstance(p, str) else p.text for p in self.render(range(0, self.size))]
+        return [p if isinstance(p, str) else p.text for p in self.render(range(self.size))]
 
     # -- results back onto rows ----------------------------------------------------------
 

@@ -59,13 +59,15 @@ def agent_reference(agent: str | Mapping[str, Any]) -> dict[str, Any]:
         if sep and not version.strip():
             name = ""  # "NAME:" names no version: refused below
     else:
-        raise ConfigurationError(f"agent must be a name such as 'helpdesk' or 'helpdesk:2', got {type(agent).__name__}.",
+        raise ConfigurationError(f"agent must be a name such as 'helpdesk' or 'helpdesk:2', "
+                                 f"got {type(agent).__name__}.",
                                  hint="Pass agent='NAME' or agent='NAME:VERSION' (`%foundry agents` lists them).")
     name = str(name or "").strip()
     version = str(version).strip() if version not in (None, "") else None
     if not name or any(c.isspace() or c in "/?#" for c in name) or (version is not None and not version):
         raise ConfigurationError(f"{agent!r} is not an agent name.",
-                                 hint="Use NAME or NAME:VERSION, e.g. helpdesk or helpdesk:2 (`%foundry agents` lists them).")
+                                 hint="Use NAME or NAME:VERSION, e.g. helpdesk or helpdesk:2 "
+                                      "(`%foundry agents` lists them).")
     ref: dict[str, Any] = {"type": "agent_reference", "name": name}
     if version is not None:
         ref["version"] = version

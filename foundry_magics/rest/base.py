@@ -260,10 +260,12 @@ class BaseClient:
         """The route and JSON body of a chat completions request. Sends nothing.
 
         `images`: paths, http(s) URLs, bytes or PIL images attached to the prompt (rest.images)."""
-        if messages is not None and (isinstance(messages, (str, bytes)) or not all(isinstance(m, dict) for m in messages)):
+        if messages is not None and (
+                isinstance(messages, (str, bytes)) or not all(isinstance(m, dict) for m in messages)):
             raise ConfigurationError(
                 "messages must be a list of {'role': ..., 'content': ...} dicts.",
-                hint='For one prompt use chat("text"); for a history use messages=[{"role": "user", "content": "..."}].',
+                hint='For one prompt use chat("text"); '
+                'for a history use messages=[{"role": "user", "content": "..."}].',
             )
         temperature, max_tokens = _checked(temperature, max_tokens)
         msgs = list(messages or [])
