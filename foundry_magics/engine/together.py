@@ -131,7 +131,7 @@ def run_together(jobs: Sequence[Job], *, connection: Any = None, concurrency: in
     runs: dict[int, PromptRun] = {}
     buckets: dict[Any, tuple[Any, Any]] = {}
     for i, model in models.items():
-        budget = BudgetShare(shared, prices[i], model) if shared is not None else None
+        budget = BudgetShare(shared, prices[i], model) if shared is not None and prices is not None else None
         run = PromptRun(jobs[i].requests, jobs[i].spec, conn, concurrency=int(concurrency), rpm=rpm, tpm=tpm,
                         cache=cache, timeout=timeout, max_retries=max_retries, transport=transport, budget=budget)
         run.rpm_bucket, run.tpm_bucket = buckets.setdefault(model, (run.rpm_bucket, run.tpm_bucket))
@@ -145,9 +145,9 @@ def run_together(jobs: Sequence[Job], *, connection: Any = None, concurrency: in
         wait_for(group, fut, progress, label)
     except KeyboardInterrupt:
         interrupted = True
-    exc = fut.exception() if fut.done() and not fut.cancelled() else None
-    if exc is not None:  # a bug in the engine itself: never swallow it
-        raise exc
+    bug = fut.exception() if fut.done() and not fut.cancelled() else None
+    if bug is not None:  # a bug in the engine itself: never swallow it
+        raise bug
     for (i, run), err in zip(runs.items(), getattr(group, "errors", [None] * len(runs))):
         report = run.report()
         report.interrupted = report.interrupted or interrupted

@@ -75,7 +75,7 @@ def learn_window(model: str | None, endpoint: str, reason: str, tried: int) -> i
 
 
 def _is_context(reason: str | None) -> bool:
-    return bool(reason) and (reason.startswith("ContextLengthError") or "maximum context length" in reason)
+    return reason is not None and (reason.startswith("ContextLengthError") or "maximum context length" in reason)
 
 
 def _tokens(text: str) -> int:
