@@ -242,10 +242,10 @@ class UploadTask:
         try:
             for batch in batches:
                 d = batch.to_pydict()
-                for key, line, cached, weight, rows, na, job in zip(d["key"], d["line"], d["cached"], d["weight"],
-                                                                    d["rows"], d["na"], d["job"]):
+                for key, line, cached, weight, n_rows, na, job in zip(d["key"], d["line"], d["cached"], d["weight"],
+                                                                      d["rows"], d["na"], d["job"]):
                     if key is None:
-                        counts["rows"] += rows or 0
+                        counts["rows"] += n_rows or 0
                         counts["na"] += na or 0
                         continue
                     if key in seen:  # the same request from another partition: its rows, once more
@@ -463,7 +463,7 @@ def _job_class() -> Any:
                 return self._result
             if not self.done:
                 self.wait(poll_interval)
-            call = self._call
+            call: Any = self._call  # this module's SparkCall (assemble, close), not batch_api's Call
             try:
                 out = call.assemble(self)
             finally:
@@ -547,7 +547,8 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
                          make=lambda reasons, missing: build(
                              sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images,
                              task=lambda ts: CachedTask(ts, reasons, missing)))
-        files, attached = [], {}
+        files: list[Any] = []
+        attached: dict[str, int] = {}
         for r in collected:
             if r["file_id"] is not None:
                 files.append(r)

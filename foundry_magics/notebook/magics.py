@@ -159,7 +159,14 @@ class FoundryMagics(Magics):
                         concurrency=self.concurrency, cache=self.cache, history=self.history,
                         timeout=self.timeout, max_retries=self.max_retries)
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's variables (the magics always have a shell: IPython registers them with one)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _namespace(self) -> dict[str, Any]:
+        assert self.shell is not None
         hidden = self.shell.user_ns_hidden
         return {k: v for k, v in self.shell.user_ns.items() if k not in hidden}
 
@@ -179,13 +186,13 @@ class FoundryMagics(Magics):
         if args.dry_run:
             view = render.RequestView(p.dry_run(call), out=args.out)  # shown as the cell's result; a dict in Out/_
             if args.out:
-                self.shell.user_ns[args.out] = dict(view)  # the whole request; the display cuts long texts
+                self._user_ns[args.out] = dict(view)  # the whole request; the display cuts long texts
             return view
         view = self._stream(p, call) if call.stream else self._send(p, call)
         if view is None:
             return None
         if args.out:
-            self.shell.user_ns[args.out] = view.value
+            self._user_ns[args.out] = view.value
         return view
 
     def _compare(self, p: Any, args: Any) -> Any:
@@ -207,7 +214,7 @@ class FoundryMagics(Magics):
         if live:
             _skip_echo(comp, self.shell)
         if args.out:
-            self.shell.user_ns[args.out] = comp
+            self._user_ns[args.out] = comp
         return comp
 
     def _show_model_notice(self) -> None:
@@ -400,7 +407,7 @@ class FoundryMagics(Magics):
             result = frames.agg(df, args.prompt, by=args.by, where="%%foundry --agg", **options)
         self._show_notice()
         if args.out and not args.estimate:
-            self.shell.user_ns[args.out] = result
+            self._user_ns[args.out] = result
         return result
 
     def _evaluate(self, p: Any, args: Any, df: Any, namespace: dict[str, Any]) -> Any:
@@ -425,7 +432,7 @@ class FoundryMagics(Magics):
                       cache=settings.cache, progress=True, namespace=namespace, where="%%foundry --eval", **extra)
         self._show_notice()
         if args.out:
-            self.shell.user_ns[args.out] = ev
+            self._user_ns[args.out] = ev
         return ev
 
     # ------------------------------------------------------------------ line commands

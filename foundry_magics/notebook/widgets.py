@@ -60,7 +60,7 @@ class KeyField(w.Password):
             return False
         return super()._should_send_property(key, value)
 
-    def _repr_keys(self):  # type: ignore[override]
+    def _repr_keys(self):
         return (k for k in super()._repr_keys() if k != "value")
 
 
