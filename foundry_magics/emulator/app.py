@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from . import agents, batches, brain, jobs, operators, packing, shapes
@@ -88,7 +88,7 @@ class App:
         self.reply_cache: dict[tuple, tuple[str, list[str]]] = {}
         self.prefixes = PrefixCache()  # prompt caching: lives as long as the emulator (not reset with stats)
         self.requests: deque = deque(maxlen=1000)
-        self.on_shutdown = None
+        self.on_shutdown: Callable[[], Any] | None = None  # POST /_emulator/shutdown (the embedding code sets it)
         self._routes: dict[str, Route | None] = {}
         self.in_flight = 0
         self.open_conns = 0
@@ -183,8 +183,9 @@ class App:
                                ("access-control-allow-methods", "GET, POST, OPTIONS"),
                                ("access-control-allow-headers", "*"), ("access-control-max-age", "600")])
         self.n_requests += 1
-        route = self._routes.get(path, False)
-        if route is False:
+        if path in self._routes:
+            route = self._routes[path]
+        else:
             route = agents.resolve(path) or resolve(path)
             if len(self._routes) > 4096:
                 self._routes.clear()
@@ -253,7 +254,7 @@ class App:
                                                    self.deployments[0])
             return Reply(200, [JSON_CT], shapes.model_info(dep), delay=delay)
         if op == "responses.get":
-            rec = self.store.get(route.arg or "")
+            rec = self.store.get(str(route.arg or ""))
             if rec is None:
                 return err(404, shapes.invalid_request(f"Response with id '{route.arg}' not found."), delay=delay)
             return Reply(200, [JSON_CT], shapes.dumps(rec["response"]), delay=delay)
@@ -471,7 +472,8 @@ class App:
     def _generate(self, req: Request, job: dict, dirs: dict, ptoks: int, rl_headers: list, delay: float) -> Reply:
         o = self.opts
         text, toks = self._reply_for(job)
-        tool_items, annotations = [], []
+        tool_items: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         if job.get("agent"):
             text, tool_items, annotations = agents.agent_reply(job, text)
             toks = brain.tokens(text)
