@@ -62,7 +62,57 @@ _EXPORTS = {
 _SUBMODULES = ("emulator", "errors", "spark")
 _SUBMODULE_PATHS = {"spark": "frames.spark"}  # public name -> module, where they differ
 
-__all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__", "load_ipython_extension", "unload_ipython_extension"])
+# Spelled out (not computed) so that editors, type checkers and linters read it: the names of _EXPORTS and
+# _SUBMODULES plus the three below (tests/package/test_exports.py checks).
+__all__ = [
+    "AsyncFoundryClient",
+    "AsyncStream",
+    "AuthError",
+    "BadRequestError",
+    "BatchFailedError",
+    "BatchJob",
+    "Comparison",
+    "ConfigurationError",
+    "Connection",
+    "ConnectionFailed",
+    "ConnectionPicker",
+    "ContentFilterError",
+    "ContextLengthError",
+    "Delta",
+    "Estimate",
+    "Evaluation",
+    "FoundryClient",
+    "FoundryError",
+    "FoundryTimeoutError",
+    "HTTPStatusError",
+    "MissingKeyError",
+    "NotFoundError",
+    "RateLimitError",
+    "Reply",
+    "ResponseError",
+    "RunInterrupted",
+    "Secret",
+    "ServerError",
+    "Stream",
+    "StreamError",
+    "TimeoutError",
+    "Usage",
+    "__version__",
+    "agents",
+    "batch_jobs",
+    "compare",
+    "connect",
+    "current_connection",
+    "emulator",
+    "errors",
+    "last_run",
+    "load_ipython_extension",
+    "picker",
+    "set_prices",
+    "spark",
+    "unload_ipython_extension",
+    "usage",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -91,24 +141,45 @@ def unload_ipython_extension(ipython: Any) -> None:
     unload(ipython)
 
 
+# What editors and type checkers see: the same names as _EXPORTS and _SUBMODULES, from the same
+# modules (tests/package/test_exports.py keeps the three in step).
 if TYPE_CHECKING:  # pragma: no cover
-    from foundry_magics import emulator
-    from foundry_magics import errors
+    from foundry_magics import emulator, errors
     from foundry_magics.batch_api.failures import BatchFailedError
     from foundry_magics.batch_api.jobs import BatchJob
+    from foundry_magics.connections.connection import Connection, Secret
+    from foundry_magics.connections.session import connect, current_connection
     from foundry_magics.engine.estimate import Estimate
+    from foundry_magics.engine.report import last_run
+    from foundry_magics.errors import (
+        AuthError,
+        BadRequestError,
+        ConfigurationError,
+        ConnectionFailed,
+        ContentFilterError,
+        ContextLengthError,
+        FoundryError,
+        FoundryTimeoutError,
+        HTTPStatusError,
+        MissingKeyError,
+        NotFoundError,
+        RateLimitError,
+        ResponseError,
+        RunInterrupted,
+        ServerError,
+        StreamError,
+        TimeoutError,
+    )
+    from foundry_magics.frames import spark
     from foundry_magics.frames.evaluate import Evaluation
     from foundry_magics.frames.pandas import batch_jobs
-    from foundry_magics.frames import spark
     from foundry_magics.notebook.agents import agents
     from foundry_magics.notebook.compare import Comparison, compare
     from foundry_magics.notebook.prompting import usage
-    from foundry_magics.store.prices import set_prices
+    from foundry_magics.notebook.widgets import ConnectionPicker, picker
     from foundry_magics.rest.client import AsyncFoundryClient, AsyncStream, FoundryClient, Stream
-    from foundry_magics.connections.connection import Connection, Secret
-    from foundry_magics.errors import *  # noqa: F403
     from foundry_magics.rest.models import Delta, Reply, Usage
-    from foundry_magics.connections.session import connect, current_connection
+    from foundry_magics.store.prices import set_prices
 
 
 def _emulator_fallback() -> Any:
@@ -136,8 +207,8 @@ def _wire() -> None:
     imported here."""
     from foundry_magics import _compat
     from foundry_magics.connections.fallback import set_fallback
-    from foundry_magics.ops.display import set_displays
     from foundry_magics.frames import hook
+    from foundry_magics.ops.display import set_displays
 
     _compat.install()
     set_fallback(_emulator_fallback)

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader
+else:  # importlib.abc imports importlib.resources (~35 ms): the loader protocol is all that is used
+    Loader = object
 
 __all__ = ["OLD_PATHS", "install"]
 
@@ -53,7 +58,7 @@ OLD_PATHS = {
 _PREFIX = "foundry_magics."
 
 
-class _Alias:
+class _Alias(Loader):
     """Loader that hands back the module imported under its new name."""
 
     def __init__(self, target: str) -> None:

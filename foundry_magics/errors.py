@@ -172,7 +172,7 @@ class MissingKeyError(ConfigurationError):
 
 
 class ConnectionFailed(FoundryError):
-    pass
+    refused_on_loopback: bool = False  # nothing listens on that local port: not worth retrying (rest.retry)
 
 
 class TimeoutError(FoundryError):  # noqa: A001 - the public name users know, shown in outputs' metadata

@@ -3,8 +3,6 @@ one emulator per session on 127.0.0.1 that stops by itself."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from foundry_magics.defaults import SERVICE_VARIABLES
@@ -20,8 +18,7 @@ def fm_home(tmp_path, monkeypatch):
     monkeypatch.setenv("FOUNDRY_MAGICS_HOME", str(home))
     for var in AZURE_VARS:
         monkeypatch.delenv(var, raising=False)
-    from foundry_magics.connections import keys
-    from foundry_magics.connections import session
+    from foundry_magics.connections import keys, session
 
     session.set_current(None)
     keys.clear()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from foundry_magics.engine.prompts import Batch, RequestSpec
+from foundry_magics.engine.run import Weights
 from foundry_magics.rest.batches import input_line, line_body
 
 __all__ = ["Source", "prompt_source", "embed_source", "Part", "PartWriter"]
@@ -33,7 +34,7 @@ class Source:
     op: str  # chat | responses | embeddings
     size: int
     build: Callable[[Sequence[int]], list[tuple[bytes, Any]]]
-    weights: Sequence[int] | None = None
+    weights: Weights | None = None
     rows: int | None = None
     na_rows: int = 0
     model: str | None = None  # known after the first build
@@ -69,7 +70,7 @@ def prompt_source(client: Any, batch: Batch, spec: RequestSpec) -> Source:
 
 
 def embed_source(client: Any, texts: Sequence[str], *, model: str | None, dimensions: int | None,
-                 weights: Sequence[int] | None = None, rows: int | None = None, na_rows: int = 0) -> Source:
+                 weights: Weights | None = None, rows: int | None = None, na_rows: int = 0) -> Source:
     """Embeddings, one text per line, keyed by `embed_keys` as `EmbedRun` keys them (a vector cached per text)."""
     from foundry_magics.engine.embeddings import embed_keys
     from foundry_magics.rest.base import embed_body

@@ -278,7 +278,7 @@ class BatchJob:
         from foundry_magics.batch_api.results import collect
 
         own_cache = self._call is None
-        if own_cache:
+        if self._call is None:
             from foundry_magics.store.cache import ResponseCache
 
             cache = ResponseCache()

@@ -30,6 +30,7 @@ from foundry_magics.batch_api.state import check_interval, default_interval, fil
 from foundry_magics.defaults import BATCH_CHUNK, BATCH_MAX_BYTES, BATCH_MAX_LINES, MAX_RETRIES, TIMEOUT
 from foundry_magics.engine.prompts import Batch, RequestSpec
 from foundry_magics.engine.report import BatchResult
+from foundry_magics.engine.run import Weights
 from foundry_magics.errors import ConfigurationError
 
 __all__ = ["submit", "submit_embeddings", "check_budget", "Call"]
@@ -67,7 +68,7 @@ def submit(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any =
 
 
 def submit_embeddings(texts: Sequence[str], *, connection: Any = None, model: str | None = None,
-                      dimensions: int | None = None, weights: Sequence[int] | None = None, rows: int | None = None,
+                      dimensions: int | None = None, weights: Weights | None = None, rows: int | None = None,
                       na_rows: int = 0, cache: bool = True, progress: Any = False, label: str = "embed",
                       poll_interval: float | None = None, finish: Callable[[BatchResult], Any] | None = None,
                       timeout: float = TIMEOUT, max_retries: int = MAX_RETRIES, transport: Any = None,
@@ -176,6 +177,7 @@ class Call:
         self.recorded = False  # the job's row is in the store
         self.started = time.monotonic()
         self.in_tokens = self.out_tokens = 0
+        self.cached_tokens = self.reasoning_tokens = 0  # parts of in_tokens / out_tokens
         self._cache: Any = None
 
     # -- the response cache (results always land there: that is how a job survives a restart)

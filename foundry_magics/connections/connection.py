@@ -34,7 +34,8 @@ _AZURE_HOST_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com", ".s
 _URL_HELP = (
     "A valid endpoint is an http(s) URL such as "
     "https://RESOURCE.openai.azure.com/openai/v1, "
-    "https://RESOURCE.cognitiveservices.azure.com/openai/deployments/DEPLOYMENT/chat/completions?api-version=2024-10-21, "
+    "https://RESOURCE.cognitiveservices.azure.com/openai/deployments/DEPLOYMENT/chat/completions"
+    "?api-version=2024-10-21, "
     "https://RESOURCE.services.ai.azure.com/models, "
     "https://RESOURCE.services.ai.azure.com/api/projects/PROJECT, "
     "or http://localhost:PORT/v1 for Foundry Local, llama.cpp or vLLM."

@@ -10,7 +10,7 @@
 Each connection's `source` is `env:VARIABLE`. Without its key variable an Azure endpoint
 uses Entra ID (as the Azure SDKs do); a local OpenAI-compatible server uses no auth.
 Only the *presence* of a key variable is checked here: the value is read when a request is sent.
-"""
+"""  # noqa: E501 - the table keeps one row a line
 
 from __future__ import annotations
 

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from foundry_magics.connections.connection import Connection
-from foundry_magics.errors import ConfigurationError
 from foundry_magics.defaults import home
+from foundry_magics.errors import ConfigurationError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,8 +103,10 @@ class Registry:
         except FileNotFoundError:
             return cls(path)
         except OSError as exc:
-            raise ConfigurationError(f"Cannot read {path}: {exc.strerror or exc}.",
-                                     hint="Check the file's permissions, or set FOUNDRY_MAGICS_HOME elsewhere.") from None
+            raise ConfigurationError(
+                f"Cannot read {path}: {exc.strerror or exc}.",
+                hint="Check the file's permissions, or set FOUNDRY_MAGICS_HOME elsewhere.",
+            ) from None
         return cls.parse(raw, path)
 
     @classmethod

@@ -12,12 +12,21 @@ from typing import Any
 
 from foundry_magics.connections.connection import Connection
 from foundry_magics.connections.discovery import discover
-from foundry_magics.errors import ConfigurationError
 from foundry_magics.connections.fallback import fallback
 from foundry_magics.connections.registry import Registry
 from foundry_magics.defaults import EMULATOR_NAME
+from foundry_magics.errors import ConfigurationError
 
-__all__ = ["current_connection", "chosen_connection", "connect", "resolve", "connection_for", "known_connections", "emulator_connection", "pop_notice"]
+__all__ = [
+    "current_connection",
+    "chosen_connection",
+    "connect",
+    "resolve",
+    "connection_for",
+    "known_connections",
+    "emulator_connection",
+    "pop_notice",
+]
 
 log = logging.getLogger("foundry_magics")
 EMULATOR_NOTICE = (
@@ -117,7 +126,8 @@ def resolve(name_or_url: str | Connection, **fields: Any) -> Connection:
             names = ", ".join(sorted(known) + [EMULATOR_NAME])
             raise ConfigurationError(
                 f"Unknown connection {name_or_url!r}.",
-                hint=f"Known connections: {names}. Add one with `%foundry connect URL --save NAME` or `%foundry picker`.",
+                hint=f"Known connections: {names}. "
+                "Add one with `%foundry connect URL --save NAME` or `%foundry picker`.",
             )
         conn = known[name_or_url]
     fields = {k: v for k, v in fields.items() if v is not None}

@@ -19,7 +19,12 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from foundry_magics.emulator.app import App
 
 __all__ = ["Emulator", "start", "stop", "status", "url"]
 
@@ -58,8 +63,8 @@ class Emulator:
         self._url: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._loop = None
-        self._app = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._app: App | None = None
         self._proc: subprocess.Popen | None = None
 
     def __repr__(self) -> str:
@@ -141,7 +146,9 @@ class Emulator:
             proc.stdin.write(json.dumps(self.options).encode() + b"\n")
             proc.stdin.flush()
             box: dict[str, bytes] = {}
-            reader = threading.Thread(target=lambda: box.setdefault("line", proc.stdout.readline()), daemon=True)
+            out = proc.stdout
+            assert out is not None  # stdout=PIPE
+            reader = threading.Thread(target=lambda: box.setdefault("line", out.readline()), daemon=True)
             reader.start()
             reader.join(20)
             line = box.get("line", b"").decode(errors="replace").strip()
@@ -206,17 +213,20 @@ class Emulator:
         return list(self._app.requests) if self._app is not None and not self.process else []
 
     def stats(self) -> dict:
-        if self._in_thread():
-            return self._call(self._app.stats)
+        app = self._app
+        if app is not None and self._in_thread():
+            return self._call(app.stats)
         if self._proc is not None and self.url:
             return self._admin("GET", "stats")
         if self._app is not None:
             return self._app.stats()
-        return {"requests": 0, "by_route": {}, "by_status": {}, "tokens": {"prompt": 0, "completion": 0, "total": 0, "cached": 0, "reasoning": 0}}
+        tokens = {"prompt": 0, "completion": 0, "total": 0, "cached": 0, "reasoning": 0}
+        return {"requests": 0, "by_route": {}, "by_status": {}, "tokens": tokens}
 
     def reset_stats(self) -> None:
-        if self._in_thread():
-            self._call(self._app.reset_stats)
+        app = self._app
+        if app is not None and self._in_thread():
+            self._call(app.reset_stats)
         elif self._proc is not None and self.url:
             self._admin("POST", "reset", {})
 
@@ -225,8 +235,9 @@ class Emulator:
         if unknown:
             raise TypeError(f"unknown or non-runtime emulator option(s): {', '.join(sorted(unknown))}")
         self.options.update(options)
-        if self._in_thread():
-            return self._call(lambda: self._app.configure(**options))
+        app = self._app
+        if app is not None and self._in_thread():
+            return self._call(lambda: app.configure(**options))
         if self._proc is not None and self.url:
             return self._admin("POST", "config", options)["options"]
         return dict(self.options)
@@ -235,7 +246,7 @@ class Emulator:
     def _in_thread(self) -> bool:
         return self._app is not None and self._thread is not None and self._thread.is_alive() and not self.process
 
-    def _call(self, fn):
+    def _call(self, fn: Callable[[], Any]) -> Any:
         """Run fn on the emulator's loop thread and wait for its result."""
         import concurrent.futures
 

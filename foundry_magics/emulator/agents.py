@@ -132,7 +132,9 @@ class Project:
         return next((v for v in versions if v["version"] == str(version)), None)
 
     def add_version(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        definition = body.get("definition") if isinstance(body.get("definition"), dict) else {}
+        definition = body.get("definition")
+        if not isinstance(definition, dict):
+            definition = {}
         if not definition.get("model"):
             raise Fail(err(400, shapes.invalid_request("Missing required parameter: 'definition.model'.",
                                                        "definition.model", "missing_required_parameter")))
@@ -144,7 +146,7 @@ class Project:
 
     # -- conversations
     def new_conversation(self, metadata: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
-        conv = {"id": shapes.new_id("conv_"), "object": "conversation", "created_at": int(time.time()),
+        conv: dict[str, Any] = {"id": shapes.new_id("conv_"), "object": "conversation", "created_at": int(time.time()),
                 "metadata": metadata if isinstance(metadata, dict) else {}, "items": []}
         conv["items"].extend(_stamp(i) for i in items)
         self.conversations[conv["id"]] = conv
@@ -202,7 +204,7 @@ def _listing(items: list[dict[str, Any]], query: str, default_order: str = "desc
     except ValueError:
         raise Fail(err(400, shapes.invalid_request("Invalid 'limit': expected an integer.", "limit"))) from None
     seq = list(items) if order == "asc" else list(reversed(items))
-    after = (q.get("after") or [None])[0]
+    after = q["after"][0] if q.get("after") else None
     if after:
         ids = [i.get("id") for i in seq]
         seq = seq[ids.index(after) + 1:] if after in ids else []
@@ -238,7 +240,8 @@ def handle(app: Any, req: Request, route: Route, body: Any) -> Reply:
             allow("GET")
             objs = [project.agent_object(n) for n in project.agents]
             return ok(_listing([o for o in objs if o], req.query, "asc"))
-        name = route.arg[0] if isinstance(route.arg, tuple) else route.arg
+        arg = route.arg  # agents.get / agents.versions: the name; agents.version: (name, version)
+        name = arg[0] if isinstance(arg, tuple) else str(arg)
         if op == "agents.versions" and method == "POST":
             return ok(project.add_version(name, body))
         if project.agent_object(name) is None:
@@ -248,9 +251,10 @@ def handle(app: Any, req: Request, route: Route, body: Any) -> Reply:
             return ok(project.agent_object(name))
         if op == "agents.versions":
             return ok(_listing(project.agents[name], req.query))
-        found = project.version(name, route.arg[1])
+        wanted = arg[1] if isinstance(arg, tuple) else None
+        found = project.version(name, wanted)
         if found is None:
-            raise Fail(err(404, shapes.error_body("NotFound", f"Agent '{name}' has no version '{route.arg[1]}'.")))
+            raise Fail(err(404, shapes.error_body("NotFound", f"Agent '{name}' has no version '{wanted}'.")))
         return ok(found)
 
     if op == "conversations":
@@ -259,7 +263,8 @@ def handle(app: Any, req: Request, route: Route, body: Any) -> Reply:
         if not isinstance(items, list) or len(items) > 20:
             raise Fail(err(400, shapes.invalid_request("'items' must be a list of at most 20 items.", "items")))
         return ok(_public(project.new_conversation(body.get("metadata"), items)))
-    cid = route.arg[0] if isinstance(route.arg, tuple) else route.arg
+    arg = route.arg  # conversation / conversation.items: its id; conversation.item: (its id, the item's)
+    cid = arg[0] if isinstance(arg, tuple) else str(arg)
     conv = project.conversation(cid)
     if op == "conversation":
         allow("GET", "POST", "DELETE")
@@ -281,7 +286,7 @@ def handle(app: Any, req: Request, route: Route, body: Any) -> Reply:
             return ok({"object": "list", "data": added, "first_id": added[0]["id"], "last_id": added[-1]["id"],
                        "has_more": False})
         return ok(_listing(conv["items"], req.query))
-    item_id = route.arg[1]
+    item_id = arg[1] if isinstance(arg, tuple) else None
     found = next((i for i in conv["items"] if i.get("id") == item_id), None)
     if found is None:
         raise Fail(err(404, shapes.invalid_request(f"Item with id '{item_id}' not found.", None, "not_found")))
@@ -296,7 +301,8 @@ def _check_version(req: Request) -> None:
     version = parse_qs(req.query).get("api-version", [None])[0] if req.query else None
     if not version:
         raise Fail(err(400, shapes.error_body(
-            "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests.")))
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.")))
     if not API_VERSION.match(version):
         raise Fail(err(400, shapes.error_body("BadRequest", "API version not supported")))
 
@@ -471,7 +477,8 @@ def response_events(resp: dict[str, Any], toks: list[str]) -> list[bytes]:
     *tools, message = resp["output"]
     for i, item in enumerate(tools):
         head = '"output_index":%d,"item_id":%s' % (i, d(item["id"]).decode())
-        emit("response.output_item.added", '"output_index":%d,"item":%s' % (i, d(dict(item, status="in_progress")).decode()))
+        started = d(dict(item, status="in_progress")).decode()
+        emit("response.output_item.added", '"output_index":%d,"item":%s' % (i, started))
         kind = item["type"][: -len("_call")] if item["type"].endswith("_call") else item["type"]
         steps = {"web_search": ("in_progress", "searching", "completed"),
                  "file_search": ("in_progress", "searching", "completed"),
@@ -481,14 +488,15 @@ def response_events(resp: dict[str, Any], toks: list[str]) -> list[bytes]:
         emit("response.output_item.done", '"output_index":%d,"item":%s' % (i, d(item).decode()))
     n = len(tools)
     part = message["content"][0]
-    emit("response.output_item.added", '"output_index":%d,"item":%s' % (n, d(
-        {"type": "message", "id": message["id"], "status": "in_progress", "role": "assistant", "content": []}).decode()))
+    opened = {"type": "message", "id": message["id"], "status": "in_progress", "role": "assistant", "content": []}
+    emit("response.output_item.added", '"output_index":%d,"item":%s' % (n, d(opened).decode()))
     ids = '"item_id":%s,"output_index":%d,"content_index":0' % (d(message["id"]).decode(), n)
     emit("response.content_part.added", ids + ',"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}')
     for t in toks:
         emit("response.output_text.delta", ids + ',"delta":' + d(t).decode() + ',"logprobs":[]')
     for k, ann in enumerate(part.get("annotations") or []):
-        emit("response.output_text.annotation.added", ids + ',"annotation_index":%d,"annotation":%s' % (k, d(ann).decode()))
+        emit("response.output_text.annotation.added",
+             ids + ',"annotation_index":%d,"annotation":%s' % (k, d(ann).decode()))
     emit("response.output_text.done", ids + ',"text":' + d(part["text"]).decode() + ',"logprobs":[]')
     emit("response.content_part.done", ids + ',"part":' + d(part).decode())
     emit("response.output_item.done", '"output_index":%d,"item":%s' % (n, d(message).decode()))

@@ -24,14 +24,13 @@ import json
 import math
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs
 
 from . import agents, batches, brain, jobs, operators, packing, shapes
-from .options import DEFAULTS
-from .options import coerce as coerce_options
 from .faults import Faults, RateLimiter, retry_headers
 from .jobs import JSON_CT, Fail, err
+from .options import DEFAULTS, coerce as coerce_options
 from .routes import API_VERSION, OPNAMES, POST_OPS, Route, normalize_deployments, resolve
 from .wire import Reply, Request
 
@@ -89,7 +88,7 @@ class App:
         self.reply_cache: dict[tuple, tuple[str, list[str]]] = {}
         self.prefixes = PrefixCache()  # prompt caching: lives as long as the emulator (not reset with stats)
         self.requests: deque = deque(maxlen=1000)
-        self.on_shutdown = None
+        self.on_shutdown: Callable[[], Any] | None = None  # POST /_emulator/shutdown (the embedding code sets it)
         self._routes: dict[str, Route | None] = {}
         self.in_flight = 0
         self.open_conns = 0
@@ -184,8 +183,9 @@ class App:
                                ("access-control-allow-methods", "GET, POST, OPTIONS"),
                                ("access-control-allow-headers", "*"), ("access-control-max-age", "600")])
         self.n_requests += 1
-        route = self._routes.get(path, False)
-        if route is False:
+        if path in self._routes:
+            route = self._routes[path]
+        else:
             route = agents.resolve(path) or resolve(path)
             if len(self._routes) > 4096:
                 self._routes.clear()
@@ -241,8 +241,9 @@ class App:
         delay = self.opts["latency"]
         op = route.op
         if op == "models":
-            body_out = shapes.openai_models(self.deployments) if route.kind in ("openai-v1", "openai-compatible") or (
-                route.kind == "foundry-project" and not route.version_required) else shapes.azure_models(self.deployments)
+            openai_shape = route.kind in ("openai-v1", "openai-compatible") or (
+                route.kind == "foundry-project" and not route.version_required)
+            body_out = shapes.openai_models(self.deployments) if openai_shape else shapes.azure_models(self.deployments)
             return Reply(200, [JSON_CT], body_out, delay=delay)
         if op == "deployments":
             return Reply(200, [JSON_CT], shapes.project_deployments(self.deployments), delay=delay)
@@ -253,7 +254,7 @@ class App:
                                                    self.deployments[0])
             return Reply(200, [JSON_CT], shapes.model_info(dep), delay=delay)
         if op == "responses.get":
-            rec = self.store.get(route.arg or "")
+            rec = self.store.get(str(route.arg or ""))
             if rec is None:
                 return err(404, shapes.invalid_request(f"Response with id '{route.arg}' not found."), delay=delay)
             return Reply(200, [JSON_CT], shapes.dumps(rec["response"]), delay=delay)
@@ -261,7 +262,8 @@ class App:
         if body is _INVALID or not isinstance(body, dict):
             raise Fail(err(400, shapes.invalid_request(
                 "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-                "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)")))
+                "HTTP library correctly. The OpenAI API expects a JSON payload, "
+                "but what was sent was not valid JSON.)")))
         prepared = agents.prepare(self, body) if op == "responses" else None  # an agent, a conversation
         model = route.arg if route.kind == "azure-deployment" else body.get("model")
         if not model and prepared:
@@ -334,7 +336,8 @@ class App:
             raise Fail(err(429, shapes.error_body("429", (
                 f"Requests to the {opname} Operation under Azure OpenAI API version {ver} have exceeded the "
                 f"quota of your current pricing tier. Please retry after {int(math.ceil(secs))} seconds. Please go "
-                "here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.")),
+                "here: https://aka.ms/oai/quotaincrease "
+                "if you would like to further increase the default rate limit.")),
                 retry_headers(secs)))
         rl_headers: list[tuple[str, str]] = []
         if self.limiter.active:
@@ -373,8 +376,8 @@ class App:
             return self._failure(o["fail_status"], rl_headers, delay)
         if faults.hit(o["malformed_rate"]):
             self._fault("malformed")
-            return Reply(200, [JSON_CT] + rl_headers, b'{"id":"chatcmpl-broken","object":"chat.completion","choices":[{"ind',
-                         delay=delay)
+            broken = b'{"id":"chatcmpl-broken","object":"chat.completion","choices":[{"ind'
+            return Reply(200, [JSON_CT] + rl_headers, broken, delay=delay)
         if faults.hit(o["wrong_content_type_rate"]):
             self._fault("wrong_content_type")
             return Reply(200, [("content-type", "text/html; charset=utf-8")] + rl_headers,
@@ -469,7 +472,8 @@ class App:
     def _generate(self, req: Request, job: dict, dirs: dict, ptoks: int, rl_headers: list, delay: float) -> Reply:
         o = self.opts
         text, toks = self._reply_for(job)
-        tool_items, annotations = [], []
+        tool_items: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
         if job.get("agent"):
             text, tool_items, annotations = agents.agent_reply(job, text)
             toks = brain.tokens(text)

@@ -102,7 +102,7 @@ class BatchesAPI:
             raise _invalid("Uploads are multipart/form-data with the fields 'purpose' and 'file'.", "file")
         msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
             b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + req.body)
-        fields: dict[str, Any] = {}
+        fields: dict[Any, Any] = {}
         filename = None
         for part in msg.iter_parts() if msg.is_multipart() else ():
             name = part.get_param("name", header="content-disposition")
@@ -143,7 +143,7 @@ class BatchesAPI:
 
     def _files_get(self, req: Request, _arg: Any) -> Reply:
         q = parse_qs(req.query)
-        purpose = (q.get("purpose") or [None])[0]
+        purpose = q["purpose"][0] if q.get("purpose") else None
         data = [self._file_object(r) for r in reversed(self.files.values()) if not purpose or r["purpose"] == purpose]
         return self._json(200, {"object": "list", "data": data, "has_more": False})
 
@@ -194,7 +194,8 @@ class BatchesAPI:
         bid = "batch_" + uuid4_hex()
         b = {
             "id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None, "input_file_id": fid,
-            "completion_window": BATCH_COMPLETION_WINDOW, "status": "validating", "output_file_id": None, "error_file_id": None,
+            "completion_window": BATCH_COMPLETION_WINDOW, "status": "validating",
+            "output_file_id": None, "error_file_id": None,
             "created_at": int(now), "in_progress_at": None, "expires_at": int(now) + 86_400, "finalizing_at": None,
             "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": 0, "completed": 0, "failed": 0},
@@ -220,7 +221,7 @@ class BatchesAPI:
             limit = max(1, min(100, int((q.get("limit") or ["20"])[0])))
         except ValueError:
             limit = 20
-        after = (q.get("after") or [None])[0]
+        after = q["after"][0] if q.get("after") else None
         items = list(reversed(self.batches.values()))
         if after and after in self.batches:
             ids = [b["id"] for b in items]

@@ -44,6 +44,11 @@ class Fail(Exception):
         self.reply = reply
 
 
+def _dict(value: Any) -> dict:
+    """`value` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def err(status: int, body: bytes, headers: list | None = None, *, delay: float = 0.0) -> Reply:
     h = [JSON_CT]
     if headers:
@@ -69,13 +74,12 @@ def chat_job(body: dict, model: str) -> dict:
             users.append(t)
     last = users[-1] if users else (texts[-1] if texts else "")
     max_tokens = int_param(body, "max_completion_tokens") or int_param(body, "max_tokens")
-    rf = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    rf = _dict(body.get("response_format"))
     schema = None
     mode = rf.get("type", "text")
     if mode == "json_schema":
-        js = rf.get("json_schema") if isinstance(rf.get("json_schema"), dict) else {}
-        schema = js.get("schema") if isinstance(js.get("schema"), dict) else {}
-    so = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        schema = _dict(_dict(rf.get("json_schema")).get("schema"))
+    so = _dict(body.get("stream_options"))
     return {
         "api": "chat", "model": model, "prompt": "\n".join(texts), "last": last, "system": "\n".join(system_parts),
         "turn": max(1, len(users)), "first": users[0] if len(users) > 1 else "", "max_tokens": max_tokens,
@@ -121,10 +125,9 @@ def responses_job(body: dict, model: str, store: Any) -> dict:
         store.move_to_end(prev_id)
     turn = (prev["turn"] if prev else 0) + max(1, len(users))
     first = prev["first"] if prev else (users[0] if len(users) > 1 else "")
-    text_opt = body.get("text") if isinstance(body.get("text"), dict) else {}
-    fmt = text_opt.get("format") if isinstance(text_opt.get("format"), dict) else None
+    fmt = _dict(_dict(body.get("text")).get("format"))
     mode = fmt.get("type", "text") if fmt else "text"
-    schema = (fmt.get("schema") if isinstance(fmt.get("schema"), dict) else {}) if mode == "json_schema" else None
+    schema = _dict(fmt.get("schema")) if mode == "json_schema" else None
     # What the service counts as input: the instructions, then the input items (as chat's system
     # message comes first), so that prompt tokens and prompt caching see the instructions too.
     prompt = "\n".join(texts)

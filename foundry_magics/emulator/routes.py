@@ -18,11 +18,13 @@ BATCH_OPS = frozenset({"files", "files.one", "files.content", "batches", "batche
 class Route:
     """kind: openai-v1 | openai-compatible | azure-deployment | azure-openai | foundry-models |
     foundry-project; op: chat.completions | responses | embeddings | models | info | deployments |
-    responses.get; arg: the deployment (or project / response id)."""
+    responses.get; arg: the deployment (or project / response id; for the agent routes, a name or id, or
+    (name, version) / (conversation id, item id))."""
 
     __slots__ = ("kind", "op", "arg", "version_required", "model_required")
 
-    def __init__(self, kind: str, op: str, arg: str | None, version_required: bool, model_required: bool) -> None:
+    def __init__(self, kind: str, op: str, arg: str | tuple[str, str] | None, version_required: bool,
+                 model_required: bool) -> None:
         self.kind = kind
         self.op = op
         self.arg = arg

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web, web_protocol
 from aiohttp.http import HttpVersion11
 
 from .wire import Reply, Request, is_loopback, uuid4_hex
 
+_expect_continue: Callable[[Any], Awaitable[Any]] | None
 try:  # aiohttp's own "100 Continue" (what web.Application does for routes); optional
     from aiohttp.web_urldispatcher import _default_expect_handler as _expect_continue
 except ImportError:  # pragma: no cover - a future aiohttp without it: clients wait, then send the body
@@ -221,9 +223,9 @@ class HTTPServer:
         pace = reply.chunk_delay
         if chunks is not None and pace <= 0 and cut is None and request.version == HttpVersion11:
             # an unpaced stream: the whole chunked body in one write, with the head
-            resp = self._response(reply, b"".join(chunks))
-            resp.enable_chunked_encoding()
-            return resp
+            whole = self._response(reply, b"".join(chunks))
+            whole.enable_chunked_encoding()
+            return whole
         resp = web.StreamResponse(status=reply.status, headers=self._headers(reply))
         if reply.close:
             resp.force_close()

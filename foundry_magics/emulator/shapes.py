@@ -141,14 +141,16 @@ def chat_chunks(model: str, toks: list[str], finish: str, usage: tuple[int, ...]
             % (int(time.time()), _dumps(new_id("chatcmpl-")), _dumps(model), FINGERPRINT))
     out = [b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":'
            + _J_PROMPT_FILTER_RESULTS.encode() + b"}\n\n"]
-    frame = 'data: {"choices":[{"content_filter_results":{},"delta":%s,"finish_reason":%s,"index":0,"logprobs":null}' + tail + "\n\n"
+    frame = ('data: {"choices":[{"content_filter_results":{},"delta":%s,"finish_reason":%s,"index":0,"logprobs":null}'
+             + tail + "\n\n")
     out.append((frame % ('{"content":"","refusal":null,"role":"assistant"}', "null")).encode())
     for t in toks:
         out.append((frame % ('{"content":' + _dumps(t) + "}", "null")).encode())
     out.append((frame % ("{}", _dumps(finish))).encode())
     total = sum(len(t) for t in toks)
     annot = ('data: {"choices":[{"content_filter_offsets":{"check_offset":0,"start_offset":0,"end_offset":%d},'
-             '"content_filter_results":%s,"finish_reason":null,"index":0}' % (total, _J_COMPLETION_HIT if filtered else _J_COMPLETION_OK))
+             '"content_filter_results":%s,"finish_reason":null,"index":0}'
+             % (total, _J_COMPLETION_HIT if filtered else _J_COMPLETION_OK))
     out.append((annot + tail + "\n\n").encode())
     if usage is not None:
         p, c, cached, reasoning = _usage(usage)

@@ -54,7 +54,7 @@ def money(value: float, *, up: bool = False) -> str:
 
 def require_price(model: str | None, max_cost: float, where: str = "max_cost") -> Any:
     """The model's `Price`, or a ConfigurationError naming what to set: a budget needs a price."""
-    from foundry_magics.store.prices import prices_path, price_of
+    from foundry_magics.store.prices import price_of, prices_path
 
     if not model:
         raise ConfigurationError(f"{where}={max_cost:g} needs the model's price, but no model is known.",

@@ -184,12 +184,12 @@ class Estimate:
             elif self.batch:
                 rows.append(("run time (forecast)", "not forecast: a Batch API job ends within 24 h"))
         if f is not None and f.ok:
-            exp, span = self.expected_cost, self.cost_interval
+            exp, interval = self.expected_cost, self.cost_interval
             if exp is None:
                 rows.append(("expected cost", f"unknown: no price for {self.model or 'this model'}"))
             else:
                 rows.append(("expected cost", self._cost(exp)
-                             + (f" ({pct}: {self._cost(span[0])}–{self._cost(span[1])})" if span else
+                             + (f" ({pct}: {self._cost(interval[0])}–{self._cost(interval[1])})" if interval else
                                 " (no interval from a sample of 1)")
                              + (" at the Batch API price" if self.batch else "")))
         elif f is not None:
@@ -294,7 +294,8 @@ class Estimate:
     def _rows(self) -> list[tuple[str, str]]:
         dedup = max(0, self.rows - self.na_rows - self.distinct)
         rows = [
-            ("rows", f"{self.rows:,}" + (f" ({self.na_rows:,} with a missing value: not sent)" if self.na_rows else "")),
+            ("rows", f"{self.rows:,}"
+             + (f" ({self.na_rows:,} with a missing value: not sent)" if self.na_rows else "")),
             ("distinct requests", f"{self.distinct:,}"
                                   + (f" ({counted(dedup, 'duplicate row')} sent once)" if dedup else "")),
             ("already cached", f"{self.cached:,}"),
@@ -626,7 +627,7 @@ class _Packer:
 
 
 class _Picked(NamedTuple):
-    index: int  # the distinct request's index in the batch
+    request: int  # the distinct request's index in the batch
     tokens: int  # its estimated input tokens
     images: int
     cap: int | None  # its output cap
@@ -676,12 +677,13 @@ def _sample(est: Estimate, batch: Batch, spec: RequestSpec, conn: Any, items: li
     from foundry_magics.store.usage import record_run
 
     population = est.to_send
-    f = Forecast(cached=cache, concurrency=max(1, int(concurrency or CONCURRENCY)))
+    workers = max(1, int(concurrency or CONCURRENCY))
+    f = Forecast(cached=cache, concurrency=workers)
     est.forecast = f
     if not items:
         return
-    requests = Requests(size=len(items), render=lambda ids: batch.render([items[j].index for j in ids]))
-    run = _SampleRun(requests, spec, conn, concurrency=max(1, min(f.concurrency, len(items))), rpm=rpm, tpm=tpm,
+    requests = Requests(size=len(items), render=lambda ids: batch.render([items[j].request for j in ids]))
+    run = _SampleRun(requests, spec, conn, concurrency=max(1, min(workers, len(items))), rpm=rpm, tpm=tpm,
                      cache=cache)
     fut = submit(run.main())
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 __all__ = ["TokenBucket", "AdaptiveLimit"]
 

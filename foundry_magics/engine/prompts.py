@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Sequence
 
 from foundry_magics.defaults import FEED_AHEAD, FEED_CHUNK, FLUSH_AT, IMAGE_UNKNOWN_TOKENS
-from foundry_magics.engine.run import Run
+from foundry_magics.engine.run import Run, Weights
 from foundry_magics.errors import describe
 
 __all__ = ["RequestSpec", "Requests", "Batch", "PromptRun", "Prompt", "RequestKeys", "call_args", "estimate_tokens"]
@@ -96,7 +97,7 @@ class Requests:
 
     size: int
     render: Callable[[Sequence[int]], list[str]]
-    weights: Sequence[int] | None = None
+    weights: Weights | None = None
     rows: int | None = None  # rows in the frame, NA rows included
     na_rows: int = 0
 
@@ -215,7 +216,8 @@ class PromptRun(Run):
                 return
             key, body, est, bound = item
             try:  # the body that was keyed is the body that is sent: built once
-                reply = await self.send(lambda: send(op, self.route, body), est, self.inflight.get(key, ()), bound)
+                reply = await self.send(functools.partial(send, op, self.route, body), est,
+                                        self.inflight.get(key, ()), bound)
                 if reply is not None:
                     self._finish_ok(key, reply)
                 else:

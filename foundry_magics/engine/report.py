@@ -65,6 +65,8 @@ class RunReport:
     rows_per_request: float = 0.0  # packed runs: rows answered per request sent
     pack_retried: int = 0  # packed runs: rows sent again after a pack did not answer them
     pack_saved_tokens: int = 0  # packed runs: input tokens saved against sending those rows alone (estimated)
+    batch: bool = False  # answered through the Batch API: priced at its rate
+    batch_jobs: list[str] = field(default_factory=list)  # the Batch API jobs that answered it
 
     @property
     def rows_per_s(self) -> float:
@@ -81,7 +83,7 @@ class RunReport:
         from foundry_magics.store.prices import cost
 
         try:
-            return cost(self.model, self.input_tokens, self.output_tokens, batch=bool(getattr(self, "batch", False)),
+            return cost(self.model, self.input_tokens, self.output_tokens, batch=self.batch,
                         cached_input_tokens=self.cached_input_tokens)
         except Exception:  # noqa: BLE001 - pricing must never break the report
             return None
@@ -110,7 +112,8 @@ class RunReport:
         return text + (f" ({', '.join(parts)})" if parts else "")
 
     def _pack_text(self) -> str:
-        text = f"pack={self.pack}: " + (f"{self.rows_per_request:,.1f} rows/request" if self.requests else "nothing sent")
+        text = f"pack={self.pack}: " + (
+            f"{self.rows_per_request:,.1f} rows/request" if self.requests else "nothing sent")
         if self.pack_retried:
             text += f", {self.pack_retried:,} rows sent again"
         if self.pack_saved_tokens:
@@ -210,7 +213,8 @@ class RunReport:
                             for label, reason in self.failures[:10])
             more = (f"<li>… and {len(self.failures) - 10:,} more (<code>fm.last_run().failures</code>)</li>"
                     if len(self.failures) > 10 else "")
-            out += f"<details open><summary>{len(self.failures):,} failed rows</summary><ul>{items}{more}</ul></details>"
+            out += (f"<details open><summary>{len(self.failures):,} failed rows</summary>"
+                    f"<ul>{items}{more}</ul></details>")
         return out
 
 

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence
 
 from foundry_magics.defaults import CONCURRENCY, FAIL_FAST, FLUSH_EVERY, MAX_RATE_LIMITED, MAX_RETRIES, TIMEOUT
 from foundry_magics.engine.pacing import AdaptiveLimit, TokenBucket
@@ -26,7 +26,17 @@ from foundry_magics.engine.report import RunReport, Snapshot
 from foundry_magics.errors import FoundryError, RateLimitError, describe, first_line
 from foundry_magics.rest.retry import RetryPolicy, is_transient, stops_everything
 
-__all__ = ["Run", "percentile"]
+__all__ = ["Run", "Weights", "percentile"]
+
+
+class Weights(Protocol):
+    """How many rows each request answers: a list of ints, or the numpy integer array ops/plan.py builds."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int, /) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 log = logging.getLogger("foundry_magics.engine")
 
@@ -45,7 +55,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 class Run:
     operation = "chat"
 
-    def __init__(self, conn: Any, *, size: int, weights: Sequence[int] | None = None, rows: int | None = None,
+    def __init__(self, conn: Any, *, size: int, weights: Weights | None = None, rows: int | None = None,
                  na_rows: int = 0, concurrency: int = CONCURRENCY, rpm: float | None = None,
                  tpm: float | None = None, cache: bool = True, timeout: float = TIMEOUT,
                  max_retries: int = MAX_RETRIES, transport: Any = None, model: str | None = None,

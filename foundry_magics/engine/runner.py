@@ -16,7 +16,7 @@ import concurrent.futures
 import logging
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from foundry_magics.defaults import (
     CONCURRENCY,
@@ -30,8 +30,8 @@ from foundry_magics.defaults import (
 from foundry_magics.engine.embeddings import EmbedRun
 from foundry_magics.engine.looper import stop_soon, submit
 from foundry_magics.engine.prompts import PromptRun, Requests, RequestSpec
-from foundry_magics.engine.report import RunResult, set_last
-from foundry_magics.engine.run import Run
+from foundry_magics.engine.report import RunReport, RunResult, Snapshot, set_last
+from foundry_magics.engine.run import Run, Weights
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.store.usage import record_run
 
@@ -86,7 +86,7 @@ run_batch = run_requests  # its old name
 def embed_texts(texts: Sequence[str], *, connection: Any = None, model: str | None = None,
                 dimensions: int | None = None, cache: bool = True, progress: Any = False,
                 timeout: float = EMBED_TIMEOUT, max_retries: int = MAX_RETRIES, concurrency: int = EMBED_CONCURRENCY,
-                weights: Sequence[int] | None = None, rows: int | None = None, na_rows: int = 0,
+                weights: Weights | None = None, rows: int | None = None, na_rows: int = 0,
                 transport: Any = None, label: str = "embed", max_cost: float | None = None) -> RunResult:
     """Vectors (numpy float32) for distinct `texts`, EMBED_BATCH per request; cached per text.
     `max_cost` as in `run_requests` (each request counted at a token per byte of its texts)."""
@@ -128,7 +128,7 @@ def _check_first_request(conn: Any, batch: Requests, spec: RequestSpec) -> str |
     ensure_model(probe, spec)
     body: dict[str, Any] = {}
     if batch.size:
-        text, kwargs = call_args(batch.render(range(0, 1))[0], spec.options())
+        text, kwargs = call_args(batch.render(range(1))[0], spec.options())
         _, body = probe.build(spec.op, text, **kwargs)
     return body.get("model") or spec.model or conn.model or probe.model_for(spec.model)
 
@@ -172,7 +172,20 @@ def _finish(run: Run, progress: Any, label: str) -> RunResult:
     return RunResult(run.values, run.errors, report, error=run.fatal)
 
 
-def wait_for(run: Run, fut: concurrent.futures.Future, progress: Any, label: str) -> None:
+class Watched(Protocol):
+    """What wait_for watches: a Run, or several as one (engine/together.py)."""
+
+    started: float
+    total_rows: int
+
+    def stop(self, reason: str, *, interrupted: bool = False, fatal: BaseException | None = None) -> None: ...
+
+    def snapshot(self, rates: deque) -> Snapshot: ...
+
+    def report(self) -> RunReport: ...
+
+
+def wait_for(run: Watched, fut: concurrent.futures.Future, progress: Any, label: str) -> None:
     """Wait in the caller's thread, showing progress; Ctrl-C stops the run and keeps what finished."""
     display = None
     rates: deque = deque()
@@ -206,7 +219,7 @@ def _make_display(progress: Any, total: int, label: str) -> Any:
     return progress
 
 
-def _close(display: Any, run: Run, rates: deque) -> None:
+def _close(display: Any, run: Watched, rates: deque) -> None:
     if display is not None:
         _quietly(display.update, run.snapshot(rates))
         _quietly(display.close, run.report())

@@ -111,10 +111,12 @@ def run_together(jobs: Sequence[Job], *, connection: Any = None, concurrency: in
     """Run every job at once; one `RunResult` per job (or the exception that kept it from
     starting), in the order of `jobs`. Ctrl-C stops them all, keeping what finished (cached)."""
     from foundry_magics.engine.budget import Budget, BudgetShare, require_price
-    from foundry_magics.engine.runner import check_first_request as _check_first_request
-    from foundry_magics.engine.runner import check_positive as _check_positive
-    from foundry_magics.engine.runner import connection_of as _connection
-    from foundry_magics.engine.runner import wait_for
+    from foundry_magics.engine.runner import (
+        check_first_request as _check_first_request,
+        check_positive as _check_positive,
+        connection_of as _connection,
+        wait_for,
+    )
     from foundry_magics.store.usage import record_run
 
     concurrency = CONCURRENCY if concurrency is None else concurrency
@@ -137,7 +139,7 @@ def run_together(jobs: Sequence[Job], *, connection: Any = None, concurrency: in
     runs: dict[int, PromptRun] = {}
     buckets: dict[Any, tuple[Any, Any]] = {}
     for i, model in models.items():
-        budget = BudgetShare(shared, prices[i], model) if shared is not None else None
+        budget = BudgetShare(shared, prices[i], model) if shared is not None and prices is not None else None
         options = {"concurrency": int(concurrency), "rpm": rpm, "tpm": tpm, "cache": cache, "timeout": timeout,
                    "max_retries": max_retries, "transport": transport, "budget": budget}
         if jobs[i].pack is not None:
@@ -157,9 +159,9 @@ def run_together(jobs: Sequence[Job], *, connection: Any = None, concurrency: in
         wait_for(group, fut, progress, label)
     except KeyboardInterrupt:
         interrupted = True
-    exc = fut.exception() if fut.done() and not fut.cancelled() else None
-    if exc is not None:  # a bug in the engine itself: never swallow it
-        raise exc
+    bug = fut.exception() if fut.done() and not fut.cancelled() else None
+    if bug is not None:  # a bug in the engine itself: never swallow it
+        raise bug
     for (i, run), err in zip(runs.items(), getattr(group, "errors", [None] * len(runs))):
         report = run.report()
         report.interrupted = report.interrupted or interrupted

@@ -19,7 +19,7 @@ import html
 import io
 import math
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import evaluate as core
@@ -182,7 +182,7 @@ class Evaluation:
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         if not hasattr(fig, "_repr_png_"):  # shown as an image in a notebook, with or without pyplot
-            fig._repr_png_ = lambda: _png_bytes(fig)
+            fig._repr_png_ = lambda: _png_bytes(fig)  # type: ignore[attr-defined]  # Figure has no such method
         return fig
 
     def _png(self) -> str | None:
@@ -245,7 +245,7 @@ def _cost(model: str, report: Any, tin: int, tout: int) -> float | None:
 # ====================================================================== the front-end
 
 
-def _input_columns(df: Any, gold: Any, templates: list[str | None]) -> list[Any]:
+def _input_columns(df: Any, gold: Any, templates: Sequence[str | None]) -> list[Any]:
     named = [m.group(1).strip() for t in templates if t for m in _NAME.finditer(t)]
     cols = [c for c in df.columns if str(c) in named and c != gold]
     return cols or [c for c in df.columns if c != gold]

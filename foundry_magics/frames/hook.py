@@ -81,7 +81,7 @@ class _PandasImportHook:
             self.loaded()
 
         try:
-            loader.exec_module = exec_and_register  # type: ignore[union-attr]  # this spec's own loader
+            loader.exec_module = exec_and_register  # type: ignore[union-attr,method-assign]  # this spec's own loader
         except AttributeError:  # an immutable loader: fall back to registering on first use
             return None
         return spec

@@ -25,6 +25,7 @@ Series operation keep the Series' name. Registered by `frames.hook` when polars 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping
 
 from foundry_magics.engine import RunReport, last_run
@@ -96,6 +97,10 @@ def _images_of(frame: Any, images: Any) -> Any:
 
 
 # ====================================================================== Outcome -> Polars
+
+
+def _row_values(outcome: Outcome, field: str) -> list:
+    return outcome.rows(field).tolist()
 
 
 def _series(name: str, values: Callable[[], Any], fallback: Callable[[], list]) -> Any:
@@ -170,7 +175,7 @@ def to_polars(outcome: Outcome, name: str = "", prefix: str | None = None) -> An
     columns = []
     for f in fields:
         col = f if prefix is None else (prefix if len(fields) == 1 else f"{prefix}_{f}")
-        columns.append(_series(col, lambda f=f: outcome.arrow(f), lambda f=f: outcome.rows(f).tolist()))
+        columns.append(_series(col, functools.partial(outcome.arrow, f), functools.partial(_row_values, outcome, f)))
     return pl.DataFrame(columns)
 
 

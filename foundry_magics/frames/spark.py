@@ -268,8 +268,8 @@ class FoundrySparkAccessor:
     filter = _method(filter)
 
     def __repr__(self) -> str:
-        return ("<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate, similarity, "
-                "mask, filter>")
+        return ("<sdf.foundry: prompt, classify, extract, embed, summarize, translate, sentiment, estimate, "
+                "similarity, mask, filter>")
 
 
 class _AccessorProperty:

@@ -44,10 +44,15 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from foundry_magics.defaults import BATCH_CHUNK, BATCH_MAX_BYTES, BATCH_MAX_LINES, ENV_HOME
 from foundry_magics.frames.spark_task import PartitionTask
+
+if TYPE_CHECKING:
+    # SparkBatchJob is made on first use (_job_class, via the module's __getattr__) so that importing this
+    # module does not import batch_api; to a type checker it is the BatchJob it subclasses.
+    from foundry_magics.batch_api.jobs import BatchJob as SparkBatchJob
 
 __all__ = ["run", "KeyTask", "UploadTask", "CachedTask", "SparkBatchJob", "KEYS_SCHEMA", "PARTS_SCHEMA"]
 
@@ -205,7 +210,8 @@ class KeyTask:
 
 
 class UploadTask:
-    """Keys (partitioned by key) in; the input files of this task written, uploaded and processed; one row per file out."""
+    """Keys (partitioned by key) in; the input files of this task written, uploaded and processed;
+    one row per file out."""
 
     def __init__(self, spec: _Spec) -> None:
         self.spec = spec
@@ -236,10 +242,10 @@ class UploadTask:
         try:
             for batch in batches:
                 d = batch.to_pydict()
-                for key, line, cached, weight, rows, na, job in zip(d["key"], d["line"], d["cached"], d["weight"],
-                                                                    d["rows"], d["na"], d["job"]):
+                for key, line, cached, weight, n_rows, na, job in zip(d["key"], d["line"], d["cached"], d["weight"],
+                                                                      d["rows"], d["na"], d["job"]):
                     if key is None:
-                        counts["rows"] += rows or 0
+                        counts["rows"] += n_rows or 0
                         counts["na"] += na or 0
                         continue
                     if key in seen:  # the same request from another partition: its rows, once more
@@ -419,7 +425,7 @@ class SparkCall:
 
         return self.poll_interval if self.poll_interval is not None else default_interval(self.client)
 
-    def assemble(self, job: "SparkBatchJob") -> Any:
+    def assemble(self, job: SparkBatchJob) -> Any:
         """The call's Spark DataFrame; the run counted in `fm.last_run()` and `fm.usage()`."""
         from foundry_magics.engine.report import RunReport, set_last
         from foundry_magics.store.usage import record_run
@@ -457,7 +463,7 @@ def _job_class() -> Any:
                 return self._result
             if not self.done:
                 self.wait(poll_interval)
-            call = self._call
+            call: Any = self._call  # this module's SparkCall (assemble, close), not batch_api's Call
             try:
                 out = call.assemble(self)
             finally:
@@ -541,7 +547,8 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
                          make=lambda reasons, missing: build(
                              sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images,
                              task=lambda ts: CachedTask(ts, reasons, missing)))
-        files, attached = [], {}
+        files: list[Any] = []
+        attached: dict[str, int] = {}
         for r in collected:
             if r["file_id"] is not None:
                 files.append(r)

@@ -40,7 +40,7 @@ def foundry_error(exc: BaseException | None) -> FoundryError | None:
             return exc
         found = _from_text(_text_of(exc))
         if found is not None:
-            found.spark_traceback = _text_of(exc)  # the worker's traceback, for whoever wants it
+            found.spark_traceback = _text_of(exc)  # type: ignore[attr-defined]  # the worker's traceback, for whoever wants it
             return found
         exc = exc.__cause__ or exc.__context__
         seen += 1
@@ -78,14 +78,14 @@ def _from_text(text: str) -> FoundryError | None:
     return rebuild(cls, body.strip())
 
 
-def rebuild(cls: type, text: str) -> FoundryError:
+def rebuild(cls: type[FoundryError], text: str) -> FoundryError:
     """An instance of `cls` whose str() is `text` again (message on the first line, fix after)."""
     first, _, hint = text.partition("\n")
     exc = cls.__new__(cls)
     Exception.__init__(exc, first)
     exc.message = first
     exc.hint = hint.strip() or None
-    if issubclass(cls, HTTPStatusError):
+    if isinstance(exc, HTTPStatusError):
         m = _HTTP.match(first)
         exc.status = int(m.group(1)) if m else 0
         exc.code = m.group(2) if m else None
@@ -93,11 +93,11 @@ def rebuild(cls: type, text: str) -> FoundryError:
         exc.request_id = m.group(4) if m else None
         exc.body = None
         exc.retry_after = None
-        if issubclass(cls, _errors.RateLimitError):
+        if isinstance(exc, _errors.RateLimitError):
             exc.quota_block = "quota" in text.lower()
-        if issubclass(cls, _errors.ContentFilterError):
+        if isinstance(exc, _errors.ContentFilterError):
             exc.categories = {}
-    if issubclass(cls, _errors.StreamError):
+    if isinstance(exc, _errors.StreamError):
         exc.partial = ""
     return exc
 

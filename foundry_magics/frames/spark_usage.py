@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover
     _Base = object  # type: ignore[assignment,misc]
 
 
-class UsageParam(_Base):  # type: ignore[misc,valid-type]
+class UsageParam(_Base):
     """Adds dicts (connection, model) -> list of FIELDS counts."""
 
     def zero(self, value: Any) -> dict:

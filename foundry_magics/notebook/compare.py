@@ -18,7 +18,7 @@ import html
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from foundry_magics.defaults import COMPARE_UPDATE_INTERVAL
 from foundry_magics.rest.models import Reply
@@ -161,7 +161,7 @@ class Comparison:
             bits.append(f"{self.elapsed:.2f} s in all (sent at once)")
         costs = self.costs()
         answered = [m for m in self.models if self._columns[m].reply is not None]
-        known = [costs[m] for m in answered if costs[m] is not None]
+        known = [c for c in (costs[m] for m in answered) if c is not None]
         unpriced = [m for m in answered if costs[m] is None]
         try:
             why = problem(short=True)
@@ -188,7 +188,7 @@ class Comparison:
         return "\n\n".join(parts)
 
     def metadata(self) -> dict[str, Any]:
-        per = {}
+        per: dict[str, dict[str, Any]] = {}
         for m, c in self._columns.items():
             r = c.reply
             per[m] = {"complete": c.reply is not None and c.error is None and not c.interrupted,

@@ -28,7 +28,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def find_notebook(name: str = NOTEBOOK) -> Path:
     """The tutorial notebook: next to the package in a source checkout, or under share/ in an install."""
     here = Path(__file__).resolve().parent
-    candidates = [here.parents[1] / "notebooks" / name, Path(sys.prefix) / "share" / "foundry-magics" / "notebooks" / name,
+    candidates = [here.parents[1] / "notebooks" / name,
+                  Path(sys.prefix) / "share" / "foundry-magics" / "notebooks" / name,
                   Path.cwd() / "notebooks" / name]
     for path in candidates:
         if path.is_file():

@@ -7,6 +7,7 @@ Mistakes raise IPython's `UsageError` with one readable message that names the f
 from __future__ import annotations
 
 import difflib
+import io
 import keyword
 import re
 import shlex
@@ -614,7 +615,8 @@ def _subcommand(name: str, rest: str) -> LineCommand:
 def _line_prompt_with_options(text: str) -> PromptArgs:
     """`%foundry -m gpt-4o Tell me a joke`: options first, the prompt starts at the first word that
     is not an option or an option's value. `--chat` takes a name only as `--chat=NAME` here."""
-    lexer = shlex.shlex(text, posix=True)
+    stream = io.StringIO(text)  # what shlex makes of a str; its offset marks where each token ends
+    lexer = shlex.shlex(stream, posix=True)
     lexer.whitespace_split = True
     lexer.commenters = ""
     tokens: list[str] = []
@@ -625,7 +627,7 @@ def _line_prompt_with_options(text: str) -> PromptArgs:
             if tok is None or tok == lexer.eof:
                 break
             tokens.append(tok)
-            ends.append(lexer.instream.tell())
+            ends.append(stream.tell())
     except ValueError:
         pass  # an unbalanced quote in the prompt part: the options before it were read
     values: dict[str, Any] = {}

@@ -54,7 +54,7 @@ never sent to the model. `%foundry -- <text>` sends the text as a prompt.
 Defaults: `%config FoundryMagics.format = "text"` (also `default_connection`, `stream`, `concurrency`,
 `max_cost`, `cache`, `history`, `timeout`, `max_retries`); `%config FoundryMagics` lists them.
 Errors show as one block (cause, then fix); `%config FoundryMagics.tracebacks = True` shows full tracebacks.
-"""
+"""  # noqa: E501 - the help tables keep one row a line
 
 
 @magics_class
@@ -159,13 +159,19 @@ class FoundryMagics(Magics):
                         concurrency=self.concurrency, cache=self.cache, history=self.history,
                         timeout=self.timeout, max_retries=self.max_retries)
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The notebook's variables (the magics always have a shell: IPython registers them with one)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _namespace(self) -> dict[str, Any]:
+        assert self.shell is not None
         hidden = self.shell.user_ns_hidden
         return {k: v for k, v in self.shell.user_ns.items() if k not in hidden}
 
     def _prompt(self, args: Any) -> Any:
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
 
         p = prompting.prompter()
         if args.df is not None:
@@ -180,13 +186,13 @@ class FoundryMagics(Magics):
         if args.dry_run:
             view = render.RequestView(p.dry_run(call), out=args.out)  # shown as the cell's result; a dict in Out/_
             if args.out:
-                self.shell.user_ns[args.out] = dict(view)  # the whole request; the display cuts long texts
+                self._user_ns[args.out] = dict(view)  # the whole request; the display cuts long texts
             return view
         view = self._stream(p, call) if call.stream else self._send(p, call)
         if view is None:
             return None
         if args.out:
-            self.shell.user_ns[args.out] = view.value
+            self._user_ns[args.out] = view.value
         return view
 
     def _compare(self, p: Any, args: Any) -> Any:
@@ -208,7 +214,7 @@ class FoundryMagics(Magics):
         if live:
             _skip_echo(comp, self.shell)
         if args.out:
-            self.shell.user_ns[args.out] = comp
+            self._user_ns[args.out] = comp
         return comp
 
     def _show_model_notice(self) -> None:
@@ -254,8 +260,8 @@ class FoundryMagics(Magics):
         return view
 
     def _stream(self, p: Any, call: Any) -> Any:
-        from foundry_magics.notebook import render
         from foundry_magics.errors import FoundryError, StreamError
+        from foundry_magics.notebook import render
 
         stream = p.start_stream(call)  # builds the request: option errors raise here, before any display
         self._show_model_notice()
@@ -313,8 +319,8 @@ class FoundryMagics(Magics):
     def _frame(self, p: Any, args: Any) -> Any:
         """`%%foundry --df DF --out COL`: the cell is a template over DF's columns, filled per row by
         dataframe.run_frame (not interpolated here; names that are not columns come from the namespace)."""
-        from foundry_magics.notebook import render
         from foundry_magics.errors import ConfigurationError
+        from foundry_magics.notebook import render
         from foundry_magics.notebook.prompting import resolve_schema
 
         namespace = self._namespace()
@@ -401,7 +407,7 @@ class FoundryMagics(Magics):
             result = frames.agg(df, args.prompt, by=args.by, where="%%foundry --agg", **options)
         self._show_notice()
         if args.out and not args.estimate:
-            self.shell.user_ns[args.out] = result
+            self._user_ns[args.out] = result
         return result
 
     def _evaluate(self, p: Any, args: Any, df: Any, namespace: dict[str, Any]) -> Any:
@@ -426,7 +432,7 @@ class FoundryMagics(Magics):
                       cache=settings.cache, progress=True, namespace=namespace, where="%%foundry --eval", **extra)
         self._show_notice()
         if args.out:
-            self.shell.user_ns[args.out] = ev
+            self._user_ns[args.out] = ev
         return ev
 
     # ------------------------------------------------------------------ line commands
@@ -443,8 +449,8 @@ class FoundryMagics(Magics):
         return result
 
     def _show_notice(self) -> None:
-        from foundry_magics.notebook import render
         from foundry_magics.connections import session
+        from foundry_magics.notebook import render
 
         notice = session.pop_notice()
         if notice:
@@ -461,8 +467,7 @@ class FoundryMagics(Magics):
     def _cmd_connect(self, cmd: Any) -> None:
         import os
 
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
 
         opts = dict(cmd.options)
         save = opts.pop("save", None)
@@ -476,8 +481,8 @@ class FoundryMagics(Magics):
         render.show(render.Note(text + warn, markdown=f"✔ {text}" + warn.replace("\n", "  \n")))
 
     def _cmd_connections(self, cmd: Any) -> None:
-        from foundry_magics.notebook import render
         from foundry_magics.connections import session
+        from foundry_magics.notebook import render
 
         rows = session.describe_connections()
         for r in rows:
@@ -492,16 +497,14 @@ class FoundryMagics(Magics):
         return picker()
 
     def _cmd_models(self, cmd: Any) -> None:
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
 
         names = prompting.prompter().models(settings=self._settings())
         render.show(render.Table([{"model": m} for m in names], ["model"], title="Models",
                                  empty="The endpoint lists no models."))
 
     def _cmd_use(self, cmd: Any) -> None:
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
 
         prompting.prompter().use_model(cmd.args[0])
         render.show(render.Note(f"Default model for this session: {cmd.args[0]} (until the next %foundry connect)."))
@@ -509,8 +512,7 @@ class FoundryMagics(Magics):
     def _cmd_history(self, cmd: Any) -> None:
         import datetime as dt
 
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
 
         if not self.history:
             render.show(render.Note("History is off (%config FoundryMagics.history = True turns it on)."))
@@ -533,15 +535,13 @@ class FoundryMagics(Magics):
         render.show(render.Table(rows, title="History (newest first)", empty="No calls logged yet."))
 
     def _cmd_usage(self, cmd: Any) -> None:
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
 
         rows = prompting.prompter().usage.rows()
         render.show(render.usage_table(rows))
 
     def _cmd_chat(self, cmd: Any) -> None:
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
 
         action, name = cmd.args
         p = prompting.prompter()
@@ -570,8 +570,7 @@ class FoundryMagics(Magics):
             render.show(render.Note(md.replace("**", "").replace("*", ""), markdown=md))
 
     def _cmd_agents(self, cmd: Any) -> None:
-        from foundry_magics.notebook import prompting
-        from foundry_magics.notebook import render
+        from foundry_magics.notebook import prompting, render
         from foundry_magics.notebook.agents import AGENT_COLUMNS
 
         found = prompting.prompter().agents(settings=self._settings())
@@ -601,7 +600,8 @@ class FoundryMagics(Magics):
                 render.show(render.Note("Emulator not running (`%foundry emulator start`)."))
             else:
                 stats = st.get("stats") or {}
-                render.show(render.Note(f"Emulator running at {st['url']}: {counted(stats.get('requests', 0), 'request')} served."))
+                served = counted(stats.get("requests", 0), "request")
+                render.show(render.Note(f"Emulator running at {st['url']}: {served} served."))
 
 
 def _short(text: Any, n: int = 60) -> str:

@@ -133,12 +133,12 @@ class TqdmProgress:
         try:
             bar = self.bar
             if bar is None:
-                from types import SimpleNamespace
+                from foundry_magics.engine.report import Snapshot
 
-                bar = self._open(SimpleNamespace(rows=report.rows or self.total, done=report.done, failed=report.failed,
-                                                 cached=report.cache_hits, elapsed=report.seconds, rate=report.rows_per_s,
-                                                 eta=0.0, rate_limited=report.rate_limited,
-                                                 concurrency=report.concurrency, finished=True))
+                bar = self._open(Snapshot(rows=report.rows or self.total, done=report.done, failed=report.failed,
+                                          cached=report.cache_hits, elapsed=report.seconds, rate=report.rows_per_s,
+                                          eta=0.0, rate_limited=report.rate_limited, retries=report.retries,
+                                          concurrency=report.concurrency, finished=True))
             self.closed = True
             bar.n = report.done + report.failed
             status = "interrupted" if report.interrupted else "stopped" if report.stopped else "done"
@@ -163,7 +163,7 @@ def _with_status(base: Any) -> Any:
     """`base` (a tqdm class) with a `{status}` field for its bar_format: the engine's numbers
     (tqdm's documented way to add a field is a format_dict that has it)."""
     if base not in _classes:
-        class Bar(base):  # type: ignore[misc, valid-type]
+        class Bar(base):
             def __init__(self, *args: Any, status: str = "", **kwargs: Any) -> None:
                 self.status = status  # before tqdm's constructor draws the first bar
                 super().__init__(*args, **kwargs)

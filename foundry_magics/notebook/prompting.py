@@ -18,16 +18,16 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from foundry_magics.connections import session
-from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
-from foundry_magics.rest.client import CallRecord, FoundryClient, Stream
 from foundry_magics.connections.connection import Connection
+from foundry_magics.defaults import MAX_RETRIES, TIMEOUT
+from foundry_magics.errors import ConfigurationError
 from foundry_magics.notebook.agents import ServerConversations
 from foundry_magics.notebook.conversations import Conversations
-from foundry_magics.errors import ConfigurationError
 from foundry_magics.notebook.interpolate import interpolate
+from foundry_magics.rest.client import CallRecord, FoundryClient, Stream
 from foundry_magics.rest.models import Reply
 from foundry_magics.rest.schemas import to_json_schema, validate
 from foundry_magics.store.history import History
@@ -265,7 +265,7 @@ class Prompter:
         call.started = time.perf_counter()
         self._local.call = call
         try:
-            return method(*args, **kwargs)
+            return cast(Reply, method(*args, **kwargs))  # without stream=True: a Reply
         finally:
             self._local.call = None
 
@@ -277,11 +277,11 @@ class Prompter:
         args, kwargs = self._client_args(call)
         method = client.respond if call.api == "responses" else client.chat
         call.started = time.perf_counter()
-        call.live = method(*args, stream=True, **kwargs)
+        call.live = live = cast(Stream, method(*args, stream=True, **kwargs))
         # The client asked the server for its models if none was named: the display that waits
         # for the first token can now name the model (not "the model").
         call.served_model = client.model_for(kwargs.get("model"))
-        return call.live
+        return live
 
     def iterate(self, call: Call):
         """Iterate `call.live`, with the record hook knowing which call it belongs to."""

@@ -557,8 +557,8 @@ class RequestView(dict):
     and a text longer than SHOWN_TEXT characters is cut, saying how much. `out` names the
     variable that holds the whole request (`-o VAR`), for the note under a shortened one."""
 
-    def __init__(self, request: Mapping[str, Any] = (), out: str | None = None) -> None:
-        super().__init__(request)
+    def __init__(self, request: Mapping[str, Any] | None = None, out: str | None = None) -> None:
+        super().__init__(request or {})
         self.out = out
 
     @property

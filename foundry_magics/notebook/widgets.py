@@ -29,12 +29,11 @@ from typing import Any, Callable
 import ipywidgets as w
 from traitlets import Unicode
 
-from foundry_magics.connections import keys
-from foundry_magics.connections import session
+from foundry_magics.connections import keys, session
 from foundry_magics.connections.connection import Connection, Secret
+from foundry_magics.connections.registry import Registry, registry_path, save_connection
 from foundry_magics.errors import ConfigurationError, FoundryError
 from foundry_magics.rest.probe import ProbeResult, probe
-from foundry_magics.connections.registry import Registry, registry_path, save_connection
 
 __all__ = ["ConnectionPicker", "picker", "KeyField"]
 
@@ -61,7 +60,7 @@ class KeyField(w.Password):
             return False
         return super()._should_send_property(key, value)
 
-    def _repr_keys(self):  # type: ignore[override]
+    def _repr_keys(self):
         return (k for k in super()._repr_keys() if k != "value")
 
 
@@ -116,7 +115,8 @@ class ConnectionPicker(w.VBox):
         self.make_default = w.Checkbox(description="Make it the default when saving", value=False, indent=False,
                                        layout=w.Layout(margin="0 0 0 118px"))
         self.test_button = w.Button(description="Test", icon="plug", tooltip="Send a tiny request and list models")
-        self.save_button = w.Button(description="Save", icon="save", tooltip=f"Write {registry_path().name} (never a key)")
+        self.save_button = w.Button(description="Save", icon="save",
+                                    tooltip=f"Write {registry_path().name} (never a key)")
         self.use_button = w.Button(description="Use", icon="check", button_style="primary",
                                    tooltip="Make it the current connection for magics and DataFrames")
         self.status = w.HTML(layout=w.Layout(margin="4px 0 0 0"))

@@ -17,6 +17,8 @@ pandas nor pyarrow.
 
 from __future__ import annotations
 
+from foundry_magics.ops.agg import Agg
+from foundry_magics.ops.judge import Judge
 from foundry_magics.ops.operations import (
     Classify,
     Embed,
@@ -29,8 +31,6 @@ from foundry_magics.ops.operations import (
     Summarize,
     Translate,
 )
-from foundry_magics.ops.agg import Agg
-from foundry_magics.ops.judge import Judge
 from foundry_magics.ops.options import check as check_options
 from foundry_magics.ops.plan import Plan
 from foundry_magics.ops.template import Template, parse_template

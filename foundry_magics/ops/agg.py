@@ -35,7 +35,7 @@ from foundry_magics.defaults import (
 )
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import options as _options
-from foundry_magics.ops.operations import VALUE, Operation, Rows
+from foundry_magics.ops.operations import Operation, Rows
 from foundry_magics.ops.plan import Plan
 from foundry_magics.ops.rounds import Tally, send
 from foundry_magics.ops.template import SERIES, parse_template
@@ -75,7 +75,7 @@ def learn_window(model: str | None, endpoint: str, reason: str, tried: int) -> i
 
 
 def _is_context(reason: str | None) -> bool:
-    return bool(reason) and (reason.startswith("ContextLengthError") or "maximum context length" in reason)
+    return reason is not None and (reason.startswith("ContextLengthError") or "maximum context length" in reason)
 
 
 def _tokens(text: str) -> int:
@@ -194,7 +194,7 @@ class Agg(Operation):
     def _groups(self, plan: Plan) -> tuple[list[Any], list[list[_Item]]]:
         import numpy as np
 
-        texts = [t if isinstance(t, str) else t.text for t in plan.render(range(0, plan.size))] if plan.size else []
+        texts = [t if isinstance(t, str) else t.text for t in plan.render(range(plan.size))] if plan.size else []
         texts = [" ".join(t.split()) for t in texts]
         groups = getattr(plan, "groups", None)
         if groups is None:

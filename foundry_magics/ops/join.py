@@ -50,7 +50,8 @@ class Join(Operation):
     kind = "join"
     output = "bool"
     default_cap = CLASSIFY_MAX_TOKENS
-    allowed = (_options.ROW_OPTIONS - {"schema", "images", "max_cost"}) | frozenset(_EMBED_ONLY)  # two runs: no shared budget yet
+    # two runs: no shared budget yet (no max_cost)
+    allowed = (_options.ROW_OPTIONS - {"schema", "images", "max_cost"}) | frozenset(_EMBED_ONLY)
 
     def __init__(self, predicate: str, *, shortlist: Any = "auto", on: Any = None, where: str | None = None,
                  **options: Any) -> None:

@@ -227,7 +227,8 @@ def check(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> dic
                                  "batch=True).", hint="Leave pack= out with batch=True (the Batch API already costs "
                                                       "half), or drop batch=True to pack the rows online.")
     if out.get("sample") is not None and not out.get("estimate") and "estimate" in allowed:
-        raise ConfigurationError(f"sample= applies to estimates only (got sample={out['sample']} without estimate=True).",
+        raise ConfigurationError(f"sample= applies to estimates only (got sample={out['sample']} "
+                                 "without estimate=True).",
                                  hint="Add estimate=True: it answers that many requests (cached for the run) to "
                                       "forecast the output, cost and time; or leave sample= out.")
     return out

@@ -57,7 +57,7 @@ def _items(plan: Any, keys: list[tuple[str, Any, str]]):
         pos = plan.first_pos[list(idx)]
         take = pa.array(pos, type=pa.int64())
         cols = {}
-        for key, name, _ in keys:
+        for _key, name, _ in keys:
             col = plan.series_col if name is SERIES else plan.fields[name]
             if col not in cols:
                 cols[col] = plan.columns[col].take(take).to_pylist()

@@ -148,7 +148,8 @@ class Plan:
         self.consts = dict(consts or {})
         self.fields = dict(fields)  # template name -> column key
         self.series_col = series_col
-        used = list(dict.fromkeys([*self.fields.values(), *([series_col] if tpl.positional else [])]))
+        series = [series_col] if tpl.positional and series_col is not None else []
+        used = list(dict.fromkeys([*self.fields.values(), *series]))
         self.columns = {k: arrow_column(columns[k]) for k in used}
         self.images = images
         self.cap_rule: Callable[[str], int] | None = None  # prompt text -> its own max_tokens
@@ -212,12 +213,13 @@ class Plan:
 
         pos = self.first_pos[idx.start:idx.stop] if isinstance(idx, range) else self.first_pos[list(idx)]
         take = pa.array(pos, type=pa.int64())
-        values = {col: self.columns[col].take(take).to_pylist() for col in self._used}  # a chunk: small
+        values: dict[str | None, list[Any]] = {
+            col: self.columns[col].take(take).to_pylist() for col in self._used}  # a chunk: small
         tpl = self.tpl
         base = dict(self.consts)
         out: list[Any] = []
         for k in range(len(pos)):
-            row = dict(base)
+            row: dict[Any, Any] = dict(base)  # template names, and SERIES for {}
             for name, col in self.fields.items():
                 row[name] = values[col][k]
             if tpl.positional:
@@ -249,7 +251,7 @@ class Plan:
 
     def texts(self) -> list[str]:
         """Every distinct prompt's text (embeddings send the values themselves)."""
-        return [p if isinstance(p, str) else p.text for p in self.render(range(0, self.size))]
+        return [p if isinstance(p, str) else p.text for p in self.render(range(self.size))]
 
     # -- results back onto rows ----------------------------------------------------------
 

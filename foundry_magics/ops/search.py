@@ -20,7 +20,7 @@ from foundry_magics.defaults import EMBED_CONCURRENCY
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops.operations import VALUE, Embed, Rows
 from foundry_magics.ops.plan import Plan
-from foundry_magics.ops.template import Template, column_for, MISSING
+from foundry_magics.ops.template import MISSING, Template, column_for
 
 __all__ = ["Similarity", "top_k", "embed_texts_of", "as_text"]
 

@@ -182,8 +182,8 @@ def resolve_qualified(tpl: Template, sides: Mapping[str, Sequence[Any]]) -> dict
             out[name] = (side, col)
     example = " and ".join("{" + f"{s}.column" + "}" for s in sides)
     if tpl.positional or unqualified:
-        names = ", ".join("{" + n + "}" for n in unqualified) or "{}"
-        raise ConfigurationError(f"The template uses {names}, which does not say whose column it is.",
+        braced = ", ".join("{" + n + "}" for n in unqualified) or "{}"
+        raise ConfigurationError(f"The template uses {braced}, which does not say whose column it is.",
                                  hint=f"Name each column with its side: {example}. Write {{{{ and }}}} for "
                                       "literal braces.")
     for side, names in missing.items():

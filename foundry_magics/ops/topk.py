@@ -100,7 +100,7 @@ class TopK(Operation):
             if isinstance(value, dict):
                 value = value.get("score")
             try:
-                number = float(value)  # type: ignore[arg-type]
+                number = float(value)
             except (TypeError, ValueError):
                 bad[i] = f"the reply is not a score: {text[:80]!r}"
                 continue
@@ -118,9 +118,9 @@ class TopK(Operation):
         label = label or self.kind
         if self.estimate:
             est = self._estimate(plan, conn)
-            head = min(plan.size, TOPK_HEAD * self.k)
-            est.notes.append(f"Scoring only: topk then compares about {2 * head + self.k * 4:,} pairs among the "
-                             f"{head:,} best scored rows (more when many rows tie).")
+            head_rows = min(plan.size, TOPK_HEAD * self.k)
+            est.notes.append(f"Scoring only: topk then compares about {2 * head_rows + self.k * 4:,} pairs among the "
+                             f"{head_rows:,} best scored rows (more when many rows tie).")
             return est
         if self.batch:
             raise ConfigurationError(f"{self.where} runs in rounds (scores, then comparisons): batch=True does not "

@@ -59,13 +59,15 @@ def agent_reference(agent: str | Mapping[str, Any]) -> dict[str, Any]:
         if sep and not version.strip():
             name = ""  # "NAME:" names no version: refused below
     else:
-        raise ConfigurationError(f"agent must be a name such as 'helpdesk' or 'helpdesk:2', got {type(agent).__name__}.",
+        raise ConfigurationError(f"agent must be a name such as 'helpdesk' or 'helpdesk:2', "
+                                 f"got {type(agent).__name__}.",
                                  hint="Pass agent='NAME' or agent='NAME:VERSION' (`%foundry agents` lists them).")
     name = str(name or "").strip()
     version = str(version).strip() if version not in (None, "") else None
     if not name or any(c.isspace() or c in "/?#" for c in name) or (version is not None and not version):
         raise ConfigurationError(f"{agent!r} is not an agent name.",
-                                 hint="Use NAME or NAME:VERSION, e.g. helpdesk or helpdesk:2 (`%foundry agents` lists them).")
+                                 hint="Use NAME or NAME:VERSION, e.g. helpdesk or helpdesk:2 "
+                                      "(`%foundry agents` lists them).")
     ref: dict[str, Any] = {"type": "agent_reference", "name": name}
     if version is not None:
         ref["version"] = version
@@ -199,9 +201,12 @@ def agent_from_object(obj: Any) -> Agent | None:
     an agent version (`{"name", "version", "definition": {...}}`), or a flat legacy shape."""
     if not isinstance(obj, Mapping):
         return None
-    latest = obj.get("versions", {}).get("latest") if isinstance(obj.get("versions"), Mapping) else None
+    versions = obj.get("versions")
+    latest = versions.get("latest") if isinstance(versions, Mapping) else None
     ver = latest if isinstance(latest, Mapping) else obj
-    definition = ver.get("definition") if isinstance(ver.get("definition"), Mapping) else ver
+    definition = ver.get("definition")
+    if not isinstance(definition, Mapping):
+        definition = ver
     name = obj.get("name") or ver.get("name") or obj.get("id")
     if not name:
         return None
@@ -289,7 +294,9 @@ def _short(value: Any, n: int = 80) -> str:
 
 def _tool_detail(item: Mapping[str, Any]) -> str:
     typ = item.get("type")
-    action = item.get("action") if isinstance(item.get("action"), Mapping) else {}
+    action = item.get("action")
+    if not isinstance(action, Mapping):
+        action = {}
     if typ == "web_search_call":
         query = action.get("query") or item.get("query")
         if query:
@@ -388,7 +395,7 @@ def chat_citations(message: Any) -> list[Citation]:
     anns = message.get("annotations") if isinstance(message, Mapping) else None
     if not isinstance(anns, list) or not anns:
         return []
-    flat = []
+    flat: list[Mapping[str, Any]] = []
     for a in anns:
         if isinstance(a, Mapping) and isinstance(a.get(a.get("type") or ""), Mapping):
             flat.append({"type": a["type"], **a[a["type"]]})

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import httpx
 
@@ -63,7 +63,7 @@ from foundry_magics.rest.agents import (
     require_project,
     tool_calls_of,
 )
-from foundry_magics.rest.auth import auth_for
+from foundry_magics.rest.auth import EntraAuth, auth_for
 from foundry_magics.rest.images import attach_chat, attach_responses, chat_content, image_urls
 from foundry_magics.rest.models import Delta, Reply, Usage
 from foundry_magics.rest.retry import RetryPolicy, gateway_memory, is_gateway, parse_retry_after, refused_on_loopback
@@ -75,6 +75,19 @@ __all__ = ["BaseClient", "CallRecord", "StreamReader", "embed_body", "transport_
            "pop_model_notice", "forget_models"]
 
 log = logging.getLogger("foundry_magics.http")
+
+
+class ResponseLike(Protocol):
+    """What the client reads of a response: an httpx.Response, or the async client's AsyncResponse (rest.http)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def charset_encoding(self) -> str | None: ...
 
 
 @dataclass
@@ -260,10 +273,12 @@ class BaseClient:
         """The route and JSON body of a chat completions request. Sends nothing.
 
         `images`: paths, http(s) URLs, bytes or PIL images attached to the prompt (rest.images)."""
-        if messages is not None and (isinstance(messages, (str, bytes)) or not all(isinstance(m, dict) for m in messages)):
+        if messages is not None and (
+                isinstance(messages, (str, bytes)) or not all(isinstance(m, dict) for m in messages)):
             raise ConfigurationError(
                 "messages must be a list of {'role': ..., 'content': ...} dicts.",
-                hint='For one prompt use chat("text"); for a history use messages=[{"role": "user", "content": "..."}].',
+                hint='For one prompt use chat("text"); '
+                'for a history use messages=[{"role": "user", "content": "..."}].',
             )
         temperature, max_tokens = _checked(temperature, max_tokens)
         msgs = list(messages or [])
@@ -275,8 +290,9 @@ class BaseClient:
         if prompt is not None:
             msgs.append({"role": "user", "content": chat_content(prompt, urls) if urls else prompt})
         elif urls:
-            msgs = [dict(m) for m in msgs]
-            attach_chat(msgs, urls)
+            copied = [dict(m) for m in msgs]  # attach_chat edits in place: never the caller's dicts
+            attach_chat(copied, urls)
+            msgs = list(copied)
         model = self._model(model)
         route = route_for(self.connection, "chat", model)
         self._require_model(model, route)
@@ -413,7 +429,7 @@ class BaseClient:
         exc.args = (exc.message,)
         return exc
 
-    def _status_error(self, resp: httpx.Response, text: str) -> HTTPStatusError:
+    def _status_error(self, resp: ResponseLike, text: str) -> HTTPStatusError:
         retry_after = parse_retry_after(resp.headers)
         status = resp.status_code
         gateway_quota = status == 403 and self._gateway is not None and (
@@ -425,12 +441,12 @@ class BaseClient:
             retry_after=retry_after,
             gateway_quota=gateway_quota,
         )
-        if status == 401 and isinstance(exc, AuthError) and hasattr(self.auth, "failure_hint"):
+        if status == 401 and isinstance(exc, AuthError) and isinstance(self.auth, EntraAuth):
             # Entra ID: a token for the wrong audience gets one retry with the other scope (the
             # httpx flows already did it; the aiohttp path only refreshed), then the scope and role.
-            if self.auth.wrong_audience(text, resp.headers) and self.auth.switch_scope():  # type: ignore[attr-defined]
+            if self.auth.wrong_audience(text, resp.headers) and self.auth.switch_scope():
                 exc.scope_retry = True
-            exc.hint = self.auth.failure_hint()  # type: ignore[attr-defined]
+            exc.hint = self.auth.failure_hint()
         if status == 404 and self.connection.kind == "foundry-project":
             low = exc.message.lower()
             if "agent" in low:
@@ -448,7 +464,7 @@ class BaseClient:
         if accepted is not None:
             accepted()
 
-    def _body(self, resp: httpx.Response, raw: bytes) -> Any:
+    def _body(self, resp: ResponseLike, raw: bytes) -> Any:
         """The parsed JSON of a complete response, or the FoundryError it stands for."""
         text = _decode(resp, raw)
         if resp.status_code >= 400:
@@ -457,7 +473,7 @@ class BaseClient:
         return self._json(resp, text)
 
     @staticmethod
-    def _json(resp: httpx.Response, text: str) -> Any:
+    def _json(resp: ResponseLike, text: str) -> Any:
         ctype = resp.headers.get("content-type", "")
         if "json" not in ctype and text.lstrip()[:1] not in ("{", "["):
             raise ResponseError(
@@ -473,7 +489,7 @@ class BaseClient:
                 hint="This is usually a transient proxy fault: run it again.",
             ) from None
 
-    def _reply_common(self, resp: httpx.Response, latency: float) -> dict[str, Any]:
+    def _reply_common(self, resp: ResponseLike, latency: float) -> dict[str, Any]:
         return dict(
             latency=latency,
             emulated=resp.headers.get("x-foundry-emulator") == "1" or self.connection.kind == "emulator",
@@ -481,7 +497,7 @@ class BaseClient:
             connection=self.connection.label,
         )
 
-    def _chat_reply(self, data: Any, resp: httpx.Response, latency: float) -> Reply:
+    def _chat_reply(self, data: Any, resp: ResponseLike, latency: float) -> Reply:
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list) or not choices:
             raise ResponseError("The reply has no choices.", hint="Check that the endpoint is a chat completions API.")
@@ -503,7 +519,7 @@ class BaseClient:
             **self._reply_common(resp, latency),
         )
 
-    def _responses_reply(self, data: Any, resp: httpx.Response, latency: float, streamed_text: str = "",
+    def _responses_reply(self, data: Any, resp: ResponseLike, latency: float, streamed_text: str = "",
                          streamed_output: list[Any] | None = None) -> Reply:
         if not isinstance(data, dict):
             raise ResponseError("The Responses API returned no response object.")
@@ -527,7 +543,7 @@ class BaseClient:
             **self._reply_common(resp, latency),
         )
 
-    def _reply(self, op: str, data: Any, resp: httpx.Response, t0: float) -> Reply:
+    def _reply(self, op: str, data: Any, resp: ResponseLike, t0: float) -> Reply:
         latency = time.perf_counter() - t0
         if op == "chat":
             return self._chat_reply(data, resp, latency)
@@ -778,7 +794,7 @@ def text_decoder(resp: Any) -> Any:
         return codecs.getincrementaldecoder("utf-8")("replace")
 
 
-def _decode(resp: httpx.Response, raw: bytes) -> str:
+def _decode(resp: ResponseLike, raw: bytes) -> str:
     try:
         return raw.decode(resp.charset_encoding or "utf-8", "replace")
     except LookupError:  # an unknown charset name
@@ -813,7 +829,7 @@ def _path(resp: Any) -> str:
     return path if isinstance(path, str) else resp.request.url.path
 
 
-def _request_id(resp: httpx.Response) -> str | None:
+def _request_id(resp: ResponseLike) -> str | None:
     return resp.headers.get("x-request-id") or resp.headers.get("apim-request-id")
 
 

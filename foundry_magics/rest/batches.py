@@ -31,7 +31,7 @@ import httpx
 from foundry_magics.connections.connection import Connection
 from foundry_magics.defaults import BATCH_COMPLETION_WINDOW, MAX_RETRIES, TIMEOUT
 from foundry_magics.errors import ConfigurationError, FoundryError, HTTPStatusError, ResponseError
-from foundry_magics.rest.base import transport_error
+from foundry_magics.rest.base import ResponseLike, transport_error
 from foundry_magics.rest.client import FoundryClient
 from foundry_magics.rest.retry import RetryPolicy
 from foundry_magics.rest.routes import Route
@@ -161,14 +161,17 @@ def batch_state(data: Any) -> BatchState:
     if not isinstance(data, dict) or not data.get("id"):
         raise ResponseError("The Batch API answered without a batch object.",
                             hint="Check that the endpoint supports the Batch API (a Global Batch deployment).")
-    counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+    counts = data.get("request_counts")
+    if not isinstance(counts, dict):
+        counts = {}
+    metadata = data.get("metadata")
     return BatchState(
         id=str(data["id"]),
         status=str(data.get("status") or "validating").strip().lower().replace(" ", "_"),
         total=_int(counts.get("total")), completed=_int(counts.get("completed")), failed=_int(counts.get("failed")),
         input_file_id=data.get("input_file_id"), output_file_id=data.get("output_file_id") or None,
         error_file_id=data.get("error_file_id") or None, errors=_errors(data.get("errors")),
-        metadata=data.get("metadata") if isinstance(data.get("metadata"), dict) else {},
+        metadata=metadata if isinstance(metadata, dict) else {},
     )
 
 
@@ -221,7 +224,9 @@ def output_line(raw: bytes | str) -> OutputLine:
     if not isinstance(data, dict):
         return OutputLine(None, 0, None, "an output line that is not an object")
     cid = data.get("custom_id")
-    resp = data.get("response") if isinstance(data.get("response"), dict) else {}
+    resp = data.get("response")
+    if not isinstance(resp, dict):
+        resp = {}
     status = _int(resp.get("status_code"))
     body = resp.get("body")
     if isinstance(body, str):  # some servers send the body as a JSON string
@@ -367,14 +372,14 @@ class BatchClient(FoundryClient):
                                         files={"file": (body.name, body.open(), "application/jsonl")},
                                         timeout=self._timeout(policy))
 
-    def _body(self, resp: httpx.Response, raw: bytes) -> Any:
+    def _body(self, resp: ResponseLike, raw: bytes) -> Any:
         self._saw(resp)
         if not raw and resp.status_code < 400:  # a DELETE may answer 204
             self._succeeded()
             return {}
         return super()._body(resp, raw)
 
-    def _saw(self, resp: httpx.Response) -> None:
+    def _saw(self, resp: ResponseLike) -> None:
         if resp.headers.get("x-foundry-emulator") == "1":
             self.emulated = True
 

@@ -220,7 +220,8 @@ def image_url(value: Any) -> str:
         return value
     if kind == "data":
         if not _DATA_URL.match(value):
-            raise ImageError(f"Image {_label(value[:40])}: a data: URL must be data:image/(png|jpeg|gif|webp);base64,...",
+            raise ImageError(f"Image {_label(value[:40])}: "
+                             "a data: URL must be data:image/(png|jpeg|gif|webp);base64,...",
                              hint="Pass the image's bytes or its path instead.")
         return value
     if kind == "pil":

@@ -74,6 +74,11 @@ class Citation(tuple):
     file), with the annotation's `kind` (`url_citation`, `file_citation`, ...), `file_id`, and the
     span of the text it belongs to (`start`, `end`; None when the service gave none)."""
 
+    kind: str
+    file_id: str | None
+    start: int | None
+    end: int | None
+
     def __new__(cls, n: int, title: str, url: str | None, *, kind: str = "url_citation",
                 file_id: str | None = None, start: int | None = None, end: int | None = None) -> "Citation":
         self = super().__new__(cls, (n, title, url))
@@ -95,6 +100,9 @@ class ToolCall(tuple):
     """One tool item of a reply: a tuple `(type, id, status)` (`web_search_call`, `file_search_call`,
     `code_interpreter_call`, `mcp_call`, `function_call`, ...), with `detail` (a short description:
     the query, the function and its arguments, ...) and `raw` (the item as the service sent it)."""
+
+    detail: str
+    raw: Any
 
     def __new__(cls, type: str, id: str | None, status: str | None, *, detail: str = "",  # noqa: A002
                 raw: Any = None) -> "ToolCall":

@@ -198,8 +198,8 @@ def _run(client: Any, conn: Connection) -> ProbeResult:
                                emulated=conn.is_emulator)
     model = conn.model or (models[0] if models else None)
     if model is None and conn.kind not in ("azure-deployment", "emulator"):
-        exc = listing_error
-        return ProbeResult(False, error=f"The endpoint lists no models ({first_line(exc)})." if exc else
+        why = listing_error
+        return ProbeResult(False, error=f"The endpoint lists no models ({first_line(why)})." if why else
                            "The endpoint lists no models.", hint="Enter the model or deployment name, then Test again.")
     t1 = time.perf_counter()
     try:

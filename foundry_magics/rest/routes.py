@@ -22,7 +22,8 @@ class Route:
 
 
 def _v1_like(root: str, op: str) -> Route:
-    path = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings", "models": "/models"}[op]
+    paths = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings", "models": "/models"}
+    path = paths[op]
     return Route("GET" if op == "models" else "POST", root + path)
 
 

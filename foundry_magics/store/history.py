@@ -176,7 +176,9 @@ class History(HomeDatabase):
         marks = ", ".join("?" for _ in row)
         with self._lock:
             cur = self._conn().execute(f"INSERT INTO calls ({cols}) VALUES ({marks})", list(row.values()))
-            return int(cur.lastrowid)
+            rowid = cur.lastrowid
+            assert rowid is not None  # an INSERT sets it
+            return rowid
 
     def recent(self, n: int = 10) -> list[dict[str, Any]]:
         """The last `n` calls, newest first."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,10 +168,10 @@ def _save(parsed: dict[str, Price], currency: str | None) -> None:
 
 
 def _toml() -> Any:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     return tomllib
 
 
@@ -261,7 +262,10 @@ def problem(*, short: bool = False) -> str | None:
     `short=True`: a few words for a footer ("prices.toml does not parse (line 3)")."""
     _from_file()
     with _lock:
-        return _file_cache[4 if short else 3] if _file_cache is not None else None
+        cache = _file_cache
+    if cache is None:
+        return None
+    return cache[4] if short else cache[3]
 
 
 def get_prices() -> dict[str, Price]:

@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 
 import foundry_magics as fm
+from foundry_magics.batch_api import BatchJob, job_rows, submit
 from foundry_magics.connections import Connection
 from foundry_magics.engine import Batch, RequestSpec
-from foundry_magics.batch_api import BatchJob, job_rows, submit
 from foundry_magics.errors import ConfigurationError
 
-pytestmark = pytest.mark.timeout(60)
-
 from batch_helpers import FAST, POLL, conn, emu, routes  # noqa: F401 - emu and conn are fixtures
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def frame(n: int = 40, distinct: int = 20) -> pd.DataFrame:

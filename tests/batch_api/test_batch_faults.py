@@ -13,18 +13,17 @@ import pandas as pd
 import pytest
 
 import foundry_magics as fm
+from foundry_magics.batch_api import BatchFailedError, BatchInterrupted, job_rows, jobs as batch_jobs_module, submit
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
-from foundry_magics.batch_api import BatchFailedError, BatchInterrupted, job_rows, submit
-from foundry_magics.batch_api import jobs as batch_jobs_module
 from foundry_magics.engine import Batch, RequestSpec
 from foundry_magics.errors import ServerError
 from foundry_magics.rest.batches import BatchClient
 from foundry_magics.store.batches import JobStore
 
-pytestmark = pytest.mark.timeout(60)
-
 from batch_helpers import FAST, POLL, conn, emu, routes  # noqa: F401 - emu and conn are fixtures
+
+pytestmark = pytest.mark.timeout(60)
 
 
 def reviews(n: int) -> pd.DataFrame:
@@ -260,7 +259,7 @@ def test_a_submission_whose_kernel_died_is_picked_up_or_given_up(conn, emu, fm_h
 
     for file_survived in (True, False):
         prompts = [f"Summarize: order {i} {file_survived}" for i in range(5)]
-        batch = Batch(len(prompts), lambda idx: [prompts[i] for i in idx])
+        batch = Batch(len(prompts), lambda idx, prompts=prompts: [prompts[i] for i in idx])
         with pytest.MonkeyPatch.context() as mp, pytest.raises(SystemExit):
             mp.setattr(BatchClient, "create", dies)
             mp.setattr(JobStore, "abandon_part", lambda *a, **k: None)  # a dead kernel cleans nothing up

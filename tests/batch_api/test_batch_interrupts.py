@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 import foundry_magics as fm
-from foundry_magics.batch_api import BatchInterrupted, job_rows
-from foundry_magics.batch_api import jobs as jobs_module
+from foundry_magics.batch_api import BatchInterrupted, job_rows, jobs as jobs_module
 from foundry_magics.connections import Connection
 from foundry_magics.rest.batches import BatchClient
 

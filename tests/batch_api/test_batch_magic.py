@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from magics_helpers import connect, ip, run  # noqa: F401 - ip is a fixture
-
 from foundry_magics.emulator import Emulator
+
+from magics_helpers import connect, ip, run  # noqa: F401 - ip is a fixture
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from foundry_magics.connections import Connection
-from foundry_magics.batch_api.state import aggregate
 from foundry_magics.batch_api.inputs import PartWriter
+from foundry_magics.batch_api.state import aggregate
+from foundry_magics.connections import Connection
 from foundry_magics.errors import BadRequestError, ConfigurationError
 from foundry_magics.rest.batches import (
     batch_routes,

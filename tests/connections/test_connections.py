@@ -5,8 +5,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from foundry_magics import Connection, Secret
 from foundry_magics.errors import ConfigurationError, FoundryError

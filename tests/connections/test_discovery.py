@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 import foundry_magics as fm
-from foundry_magics.connections import keys
-from foundry_magics.connections import session
-from foundry_magics.connections import Connection
+from foundry_magics.connections import Connection, keys, session
 from foundry_magics.connections.discovery import ENV_SOURCES, ENV_VARIABLES, discover
 from foundry_magics.connections.registry import save_connection
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+
 try:
     import tomllib  # Python 3.11+
 except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there
@@ -13,10 +14,7 @@ except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there
 
 import pytest
 
-from foundry_magics.connections import keys
-from foundry_magics.connections import session
-from foundry_magics.connections import Connection
-from foundry_magics.errors import ConfigurationError
+from foundry_magics.connections import Connection, keys, session
 from foundry_magics.connections.registry import (
     Registry,
     delete_connection,
@@ -25,6 +23,7 @@ from foundry_magics.connections.registry import (
     save_connection,
     set_default,
 )
+from foundry_magics.errors import ConfigurationError
 
 URLS = [
     "https://res.openai.azure.com/openai/v1",

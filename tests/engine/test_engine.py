@@ -11,12 +11,12 @@ import time
 import pytest
 
 from foundry_magics import engine
-from foundry_magics.engine import looper, pacing
-from foundry_magics.engine.prompts import PromptRun
-from foundry_magics.rest.client import FoundryClient
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
+from foundry_magics.engine import looper, pacing
+from foundry_magics.engine.prompts import PromptRun
 from foundry_magics.errors import AuthError, ConfigurationError, RateLimitError
+from foundry_magics.rest.client import FoundryClient
 
 pytestmark = pytest.mark.timeout(120)
 

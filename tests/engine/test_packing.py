@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from foundry_magics.connections import Connection
-from foundry_magics.emulator import Emulator
-from foundry_magics.emulator import packing as emu_packing
+from foundry_magics.emulator import Emulator, packing as emu_packing
 from foundry_magics.engine.packing import Entry, Packing, group, match, pack_prompt, pack_schema
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops.options import check
@@ -337,8 +335,9 @@ def test_auto_lowers_the_size_when_packs_come_back_incomplete(emu):
 
 
 def test_a_failing_row_fails_alone_not_its_pack(emu):
-    import foundry_magics as fm
     import pandas as pd
+
+    import foundry_magics as fm
 
     s = pd.Series([f"row {i} fine" for i in range(9)] + ["row 9 #emulator:status=400"])
     out = s.foundry.prompt("Say: {}", connection=_conn(emu), progress=False, cache=False, pack=10)

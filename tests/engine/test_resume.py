@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from foundry_magics import engine
-from foundry_magics.frames import ops as frames
-from foundry_magics.rest.client import FoundryClient
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
+from foundry_magics.frames import ops as frames
+from foundry_magics.rest.client import FoundryClient
 
 pytestmark = pytest.mark.timeout(180)
 

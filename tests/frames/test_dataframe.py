@@ -13,11 +13,9 @@ import pandas as pd
 import pytest
 
 import foundry_magics as fm
-from foundry_magics.frames import accessor as dataframe
-from foundry_magics.frames import ops as frames
-from foundry_magics.frames import hook as pandas_hook
 from foundry_magics.connections import Connection
 from foundry_magics.emulator import Emulator
+from foundry_magics.frames import accessor as dataframe, hook as pandas_hook, ops as frames
 
 pytestmark = pytest.mark.timeout(120)
 

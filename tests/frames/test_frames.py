@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from foundry_magics import engine
+from foundry_magics.connections import Connection
+from foundry_magics.emulator import Emulator
+from foundry_magics.errors import ConfigurationError
 from foundry_magics.frames import ops as frames
 from foundry_magics.ops.replies import MISSING, match_label
 from foundry_magics.ops.template import SERIES
 from foundry_magics.rest.client import FoundryClient
-from foundry_magics.connections import Connection
-from foundry_magics.emulator import Emulator
-from foundry_magics.errors import ConfigurationError
 
 pytestmark = pytest.mark.timeout(120)
 

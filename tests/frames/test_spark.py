@@ -36,11 +36,11 @@ if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
                 allow_module_level=True)
 
 import foundry_magics as fm  # noqa: E402
-from foundry_magics.frames import spark as fm_spark  # noqa: E402  (fm.spark once the facade exports it)
 from foundry_magics.connections import Connection  # noqa: E402
 from foundry_magics.defaults import SERVICE_VARIABLES  # noqa: E402
 from foundry_magics.emulator import Emulator  # noqa: E402
 from foundry_magics.errors import ConfigurationError  # noqa: E402
+from foundry_magics.frames import spark as fm_spark  # noqa: E402  (fm.spark once the facade exports it)
 from foundry_magics.rest.client import FoundryClient  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300),
@@ -373,9 +373,9 @@ def test_unmatched_label_and_unparseable_field_are_row_errors(monkeypatch):
     import pyarrow as pa
 
     from foundry_magics import engine
-    from foundry_magics.ops import operations as ops
     from foundry_magics.frames import spark_task
     from foundry_magics.frames.spark_task import coerce
+    from foundry_magics.ops import operations as ops
 
     assert coerce("12", "long") == (12, None) and coerce(3.0, "long") == (3, None)
     assert coerce("twelve", "long")[0] is None and "integer" in coerce("twelve", "long")[1]
@@ -674,7 +674,6 @@ def test_a_task_of_a_stage_that_met_a_fatal_error_fails_at_once(monkeypatch):
 
     from foundry_magics.errors import AuthError
     from foundry_magics.frames import spark_task
-
     from foundry_magics.ops.operations import Prompt
 
     spec = spark_task.TaskSpec(job=os.urandom(8).hex(), label="prompt", connection={"endpoint": "http://127.0.0.1:9"},

@@ -8,10 +8,11 @@ import logging
 
 import pandas as pd
 import pytest
-from magics_helpers import drop_shell, make_shell, run
 
 from foundry_magics.store.prices import set_prices
 from foundry_magics.store.usage import session_usage
+
+from magics_helpers import drop_shell, make_shell, run
 
 SYSTEM = "You are a careful assistant. " * 200  # ~1,450 tokens: a prefix the emulator caches
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import string
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from foundry_magics.notebook.interpolate import interpolate, placeholders
 

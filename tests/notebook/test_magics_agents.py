@@ -212,9 +212,9 @@ def _run_kernel(cells: list[str], env: dict[str, str], kernel_name: str, work) -
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_an_agent_conversation_continues_after_a_kernel_restart(tmp_path, fm_home, kernel_name):
-    from conftest import AZURE_VARS
-
     from foundry_magics.emulator import Emulator
+
+    from conftest import AZURE_VARS
 
     with Emulator(lifetime=240) as e:
         env = {k: v for k, v in os.environ.items() if k not in AZURE_VARS}

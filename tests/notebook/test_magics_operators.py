@@ -8,6 +8,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from foundry_magics.notebook.magic_args import options_help, parse_cell
+
 from magics_helpers import connect, emu, ip, run  # noqa: F401 - emu and ip are fixtures
 
 pytestmark = pytest.mark.timeout(120)

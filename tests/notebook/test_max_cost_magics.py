@@ -29,8 +29,9 @@ def sent(emu) -> int:
 def test_the_option_parses_and_is_checked_like_max_cost_in_python():
     assert parse_cell("--max-cost 0.05", "Hi").max_cost == 0.05
     assert parse_cell("--max-cost=2", "Hi").max_cost == 2.0
-    from foundry_magics.errors import ConfigurationError
     from IPython.core.error import UsageError
+
+    from foundry_magics.errors import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="max_cost must be a positive number"):
         parse_cell("--max-cost 0", "Hi")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+
 try:
     import tomllib  # Python 3.11+
 except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there
@@ -52,9 +53,9 @@ def kernel_name(tmp_path, monkeypatch):
 def test_pasted_key_never_reaches_the_saved_notebook(tmp_path, fm_home, sentinel_key, kernel_name):
     import os
 
-    from conftest import AZURE_VARS
-
     from foundry_magics.emulator import Emulator
+
+    from conftest import AZURE_VARS
 
     with Emulator(api_key=sentinel_key, lifetime=200) as emu:
         nb = nbformat.v4.new_notebook()

@@ -6,8 +6,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from foundry_magics.notebook import render
 from foundry_magics.errors import ContentFilterError, MissingKeyError, StreamError
+from foundry_magics.notebook import render
 from foundry_magics.rest.models import Reply, Usage
 
 

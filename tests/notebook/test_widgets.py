@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+
 try:
     import tomllib  # Python 3.11+
 except ModuleNotFoundError:  # Python 3.10: tomli, a dependency there
@@ -19,10 +20,8 @@ import pytest
 from comm import DummyComm
 
 import foundry_magics as fm
-from foundry_magics.connections import keys
-from foundry_magics.connections import session
-from foundry_magics.connections import Connection
-from foundry_magics.connections.registry import Registry, registry_path, save_connection
+from foundry_magics.connections import Connection, keys, session
+from foundry_magics.connections.registry import registry_path, save_connection
 
 SENT: list = []  # every message the widgets sent towards a browser
 
@@ -44,9 +43,9 @@ def _recording(monkeypatch):
 @pytest.fixture(scope="module")
 def keyed_emulator():
     """An emulator that demands the sentinel key (and accepts the Entra token 'tok-123')."""
-    from conftest import SENTINEL_KEY
-
     from foundry_magics.emulator import Emulator
+
+    from conftest import SENTINEL_KEY
 
     emu = Emulator(api_key=SENTINEL_KEY, bearer_tokens=("tok-123",), lifetime=300)
     url = emu.start()

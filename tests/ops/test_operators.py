@@ -12,8 +12,7 @@ import pytest
 
 import foundry_magics as fm
 from foundry_magics.connections import Connection
-from foundry_magics.emulator import Emulator
-from foundry_magics.emulator import operators as rules
+from foundry_magics.emulator import Emulator, operators as rules
 from foundry_magics.engine.estimate import Estimate
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import agg as agg_mod

@@ -9,6 +9,7 @@ import pytest
 import foundry_magics as fm
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import options
+
 from magics_helpers import connect, emu, ip, run  # noqa: F401  (fixtures)
 
 

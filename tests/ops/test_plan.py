@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import Prompt, Rows
 from foundry_magics.ops.operations import VALUE
 from foundry_magics.ops.plan import Plan
@@ -21,7 +22,7 @@ def plan_of(template: str, **columns) -> Plan:
 def test_identical_rows_share_a_request_in_order_of_first_appearance():
     p = plan_of("{a}-{b}", a=["x", "y", "x", "z", "y"], b=[1, 2, 1, 3, 2])
     assert p.size == 3 and p.codes.tolist() == [0, 1, 0, 2, 1]
-    assert p.render(range(0, 3)) == ["x-1", "y-2", "z-3"]
+    assert p.render(range(3)) == ["x-1", "y-2", "z-3"]
     assert p.weights.tolist() == [2, 2, 1]
     assert not p.identity
 
@@ -35,7 +36,7 @@ def test_missing_values_send_nothing_nan_included():
 def test_mixed_and_nested_cells_render_as_str():
     p = plan_of("{v}", v=[1, "one", 1, {"k": 1}, [1, 2], [1, 2]])
     assert p.size == 4
-    assert p.render(range(0, 4)) == ["1", "one", "{'k': 1}", "[1, 2]"]
+    assert p.render(range(4)) == ["1", "one", "{'k': 1}", "[1, 2]"]
 
 
 def test_spread_back_onto_rows():
@@ -61,7 +62,7 @@ def test_failures_are_by_row_position_with_skipped_rows(tmp_path):
 def test_series_form_and_template_names():
     op = Prompt("{}!")
     p = op.plan(Rows(names=["t"], n=2, column=lambda k: ["a", "b"], series=True, series_name="t"))
-    assert p.render(range(0, 2)) == ["a!", "b!"] and p.series_col == VALUE
+    assert p.render(range(2)) == ["a!", "b!"] and p.series_col == VALUE
     assert parse_template("{t} and {}").positional
 
 
@@ -70,5 +71,5 @@ def test_a_million_distinct_rows_plan_without_python_objects_per_row():
     col = pa.array(np.char.add("row ", np.arange(n).astype(str)).astype(object))
     p = plan_of("{a}", a=col)
     assert p.size == n and p.identity and p.codes.dtype == np.int64
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigurationError):
         plan_of("{nope}", a=col)

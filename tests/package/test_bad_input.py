@@ -18,9 +18,9 @@ import pytest
 
 import foundry_magics as fm
 from foundry_magics import errors
-from foundry_magics.rest import schemas
-from foundry_magics.frames.accessor import run_frame
 from foundry_magics.connections.registry import registry_path
+from foundry_magics.frames.accessor import run_frame
+from foundry_magics.rest import schemas
 
 from magics_helpers import ip, run  # noqa: F401 - ip is a fixture
 

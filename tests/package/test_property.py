@@ -18,9 +18,7 @@ import re
 import string
 
 import httpx
-import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 import foundry_magics as fm
 from foundry_magics import errors

@@ -337,7 +337,7 @@ def test_debug_http_logging_redacts_every_key_header_and_token(keyed, sentinel_k
             assert c.chat(f"hello {name}").emulated
             assert "".join(d.text for d in c.chat(f"stream {name}", stream=True))
 
-        async def main():
+        async def main(conn=conn, name=name):
             async with fm.AsyncFoundryClient(conn, timeout=10) as ac:
                 return await ac.respond(f"async {name}")
 
@@ -431,11 +431,10 @@ def test_dry_run_shows_every_key_header_redacted(keyed, sentinel_key):
 
 
 def test_reprs_of_public_objects_never_show_the_key(keyed, sentinel_key, fm_home):
-    from foundry_magics.connections import keys
-    from foundry_magics.connections import session
+    from foundry_magics.connections import keys, session
+    from foundry_magics.connections.registry import Registry
     from foundry_magics.rest.auth import auth_for
     from foundry_magics.rest.client import CallRecord
-    from foundry_magics.connections.registry import Registry
 
     records: list[CallRecord] = []
     conns = key_connections(keyed.url)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import foundry_magics as fm
-from foundry_magics.rest import client as client_mod
 from foundry_magics import errors
+from foundry_magics.rest import client as client_mod
 
 KEY = "sk-unit-test-key-123"
 

@@ -19,10 +19,9 @@ import httpx
 import pytest
 
 import foundry_magics as fm
-from foundry_magics.rest import base as client_base
 from foundry_magics import errors
-from foundry_magics.rest import retry
 from foundry_magics.emulator import Emulator
+from foundry_magics.rest import base as client_base, retry
 
 MODEL = "gpt-4o-mini"
 CLEAN = dict(latency=0.0, token_delay=0.0, rpm=None, rpm_window=10.0, tpm=None, fail_rate=0.0, fail_status=500,
@@ -168,7 +167,7 @@ def test_nothing_listening_is_connection_failed_fast():
     with Clock() as clock, fm.FoundryClient(conn, timeout=2, max_retries=1) as c:
         with pytest.raises(errors.ConnectionFailed) as info:
             c.chat("anyone there?")
-    assert f"127.0.0.1" in info.value.message and "emulator start" in info.value.hint
+    assert "127.0.0.1" in info.value.message and "emulator start" in info.value.hint
     assert clock.elapsed < 2.0
 
 
@@ -614,10 +613,10 @@ def test_fault_storm_only_replies_or_foundry_errors_sync(server, fast_backoff):
     with fm.FoundryClient(conn, timeout=5, max_retries=1) as c:
         for p in prompts:
             for kind, fn in [
-                ("chat", lambda: c.chat(p).text),
-                ("stream", lambda: "".join(d.text for d in c.chat(p, stream=True))),
-                ("respond", lambda: c.respond(p).text),
-                ("rstream", lambda: "".join(d.text for d in c.respond(p, stream=True))),
+                ("chat", lambda p=p: c.chat(p).text),
+                ("stream", lambda p=p: "".join(d.text for d in c.chat(p, stream=True))),
+                ("respond", lambda p=p: c.respond(p).text),
+                ("rstream", lambda p=p: "".join(d.text for d in c.respond(p, stream=True))),
             ]:
                 status, value = _outcome(fn)
                 outcomes.append((kind, status))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from foundry_magics.errors import ResponseError, StreamError
 from foundry_magics.rest.sse import ChatStreamState, Event, ResponsesStreamState, SSEDecoder, iter_events

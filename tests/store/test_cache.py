@@ -115,9 +115,9 @@ def test_two_processes_write_at_once(fm_home):
 def test_no_secret_in_the_cache_file(emulator_url, sentinel_key, fm_home):
     import pandas as pd
 
-    from foundry_magics.frames import ops as frames
     from foundry_magics.connections import Connection
     from foundry_magics.emulator import Emulator
+    from foundry_magics.frames import ops as frames
 
     with Emulator(api_key=sentinel_key, lifetime=60) as emu:
         conn = Connection.from_url(emu.url + "/openai/v1", kind="emulator", auth="key",

@@ -66,9 +66,9 @@ def test_the_old_import_path_still_works():
 
 
 def test_every_run_counts_and_usage_shows_it(emulator_url):
-    from magics_helpers import drop_shell, make_shell, run
-
     from foundry_magics.notebook import prompting
+
+    from magics_helpers import drop_shell, make_shell, run
 
     ip = make_shell()
     try:

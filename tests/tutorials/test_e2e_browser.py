@@ -26,7 +26,6 @@ import pytest
 
 import e2e_helpers as e2e
 
-
 PROMPT = "Write two sentences about testing a Jupyter extension in a real browser."
 CELLS = [
     "%load_ext foundry_magics",
