@@ -24,7 +24,7 @@ from foundry_magics.engine.prompts import Batch, RequestSpec
 from foundry_magics.engine.run import Weights
 from foundry_magics.rest.batches import input_line, line_body
 
-__all__ = ["Source", "prompt_source", "embed_source", "Part", "PartWriter"]
+__all__ = ["Source", "prompt_source", "embed_source", "Part", "PartWriter", "LinePacker", "line_key"]
 
 
 @dataclass
@@ -38,6 +38,9 @@ class Source:
     rows: int | None = None
     na_rows: int = 0
     model: str | None = None  # known after the first build
+    packing: Any = None  # pack=N: an engine.packing.Packing (rows packed into lines by LinePacker)
+    spec: Any = None  # the RequestSpec (packed lines are built from it)
+    client: Any = None
 
     def weight(self, i: int) -> int:
         return int(self.weights[i]) if self.weights is not None else 1
@@ -55,7 +58,7 @@ def prompt_source(client: Any, batch: Batch, spec: RequestSpec) -> Source:
 
     keys = RequestKeys(client, spec, client.connection)
     src = Source(spec.op, batch.size, build=lambda idx: [], weights=batch.weights, rows=batch.rows,
-                 na_rows=batch.na_rows, model=spec.model)
+                 na_rows=batch.na_rows, model=spec.model, spec=spec, client=client)
 
     def build(idx: Sequence[int]) -> list[tuple[bytes, Any]]:
         out = []
@@ -86,6 +89,59 @@ def embed_source(client: Any, texts: Sequence[str], *, model: str | None, dimens
     return Source("embeddings", len(texts), build, weights=weights, rows=rows, na_rows=na_rows, model=model)
 
 
+class LinePacker:
+    """pack=N with batch=True: the rows to submit grouped as `engine.packing.PackedRun` groups
+    them, each pack written as one line (the same packed request as online). A line's
+    custom_id is `line_key(rows)`; the part records which rows it carries. A pack of one is
+    the row's own line, keyed by the row."""
+
+    def __init__(self, client: Any, spec: RequestSpec, packing: Any, writer: "PartWriter", model: Any) -> None:
+        from foundry_magics.engine.packing import pack_prompt
+
+        self.client, self.spec, self.packing, self.writer, self.model = client, spec, packing, writer, model
+        self.buffer: list[Any] = []
+        self.task_tokens = len(pack_prompt(packing.task, [])) // 4 + len(spec.system or "") // 4 + 8
+        self.options = dict(spec.options(), schema=packing.schema())
+        self.lines = self.rows = 0
+
+    def add(self, i: int, key: bytes, body: Any) -> None:
+        from foundry_magics.engine.packing import Entry
+
+        cap = next((body[k] for k in ("max_completion_tokens", "max_tokens", "max_output_tokens")
+                    if isinstance(body.get(k), int)), None)
+        self.buffer.append(Entry(i, key, None, body, cap, 0))
+        if len(self.buffer) >= self.packing.max_rows * 4:
+            self.flush(final=False)
+
+    def flush(self, final: bool) -> None:
+        from foundry_magics.engine.packing import group, item_id, pack_prompt, packed_cap
+
+        todo = [e for e in self.buffer if e.item is None]
+        if todo:
+            for e, item in zip(todo, self.packing.items([e.i for e in todo])):
+                e.item = item
+        packs, self.buffer = group(self.buffer, self.packing, self.task_tokens, final=final)
+        for pack in packs:
+            self.rows += len(pack)
+            self.lines += 1
+            if len(pack) == 1:
+                self.writer.add(pack[0].key, pack[0].body)
+                continue
+            taken: set[str] = set()
+            text = pack_prompt(self.packing.task, [{"id": item_id(e.key, taken), **(e.item or {})} for e in pack])
+            _, body = self.client.build(self.spec.op, text, **dict(self.options, max_tokens=packed_cap(pack)))
+            rows = [e.key for e in pack]
+            key = line_key(rows)
+            self.writer.add_line(key, input_line(key.hex(), self.writer.url, line_body(body, self.model())), rows)
+
+
+def line_key(rows: Sequence[bytes]) -> bytes:
+    """A packed line's custom_id (32 bytes, like a request key): from its rows' keys, in order."""
+    import hashlib
+
+    return hashlib.sha256(b"fm-pack\0" + b"".join(rows)).digest()
+
+
 @dataclass
 class Part:
     """One input file: its lines on disk, and the keys they carry."""
@@ -94,7 +150,8 @@ class Part:
     path: str
     lines: int = 0
     size: int = 0
-    keys: list[bytes] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)  # the rows' keys (a packed line carries several)
+    packs: list[tuple[bytes, list[bytes]]] = field(default_factory=list)  # packed line key -> its rows' keys
 
 
 class PartWriter:
@@ -113,9 +170,10 @@ class PartWriter:
     def add(self, key: bytes, body: Any) -> None:
         self.add_line(key, input_line(key.hex(), self.url, body))
 
-    def add_line(self, key: bytes, line: bytes) -> None:
+    def add_line(self, key: bytes, line: bytes, rows: Sequence[bytes] | None = None) -> None:
         """A line already built by `rest.batches.input_line` (its custom_id is `key.hex()`):
-        Spark's executors build lines in one stage and write files in the next."""
+        Spark's executors build lines in one stage and write files in the next. `rows`: a
+        packed line's rows' keys (the part carries those rows, the line is keyed by `key`)."""
         part = self._part
         if part is not None and (part.lines >= self.max_lines or part.size + len(line) > self.max_bytes):
             self._hand_over()
@@ -130,7 +188,11 @@ class PartWriter:
         self._file.write(line)
         part.lines += 1
         part.size += len(line)
-        part.keys.append(key)
+        if rows is None:
+            part.keys.append(key)
+        else:
+            part.keys.extend(rows)
+            part.packs.append((key, list(rows)))
 
     def close(self) -> None:
         """Hand over the last file, if it has lines."""

@@ -47,6 +47,7 @@ def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: st
     seen: set[bytes] = set()
     reasons: dict[bytes, str] = {}
     tokens = [0, 0, 0, 0]
+    packs, packing = _packs(store, job_id, part["part"]) if op != "embeddings" else ({}, None)
     stub = httpx.Response(200)  # the online parser reads headers for request ids: a batch line has none
     for file_id in (part.get("output_file_id"), part.get("error_file_id")):  # both hold either kind of line
         if not file_id:
@@ -56,6 +57,13 @@ def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: st
                 line = output_line(raw)
                 key = _key(line.custom_id)
                 if key is None:
+                    continue
+                rows = packs.get(key)
+                if rows is not None:  # a packed line: its rows' answers by id, each under its row's key
+                    seen.update(rows)
+                    _packed(client, op, line, rows, packing, cache, reasons, tokens, stub)
+                    if cache.pending >= _FLUSH:
+                        cache.flush()
                     continue
                 seen.add(key)
                 if line.error is not None:
@@ -100,6 +108,60 @@ def collect(client: Any, store: Any, cache: Any, job_id: str, op: str, model: st
     log.info("collected part %s of %s (%s): %d lines, %d failed", part["part"], job_id, status, len(seen),
              len(reasons))
     return tokens[0], tokens[1], tokens[2], tokens[3]
+
+
+def _packs(store: Any, job_id: str, part: int) -> tuple[dict[bytes, list[bytes]], Any]:
+    """A part's packed lines (line key -> its rows' keys) and the rows' answer checker."""
+    import json
+
+    from foundry_magics.engine.packing import Packing
+
+    packs, schema = store.pack_lines(job_id, part)
+    if not packs:
+        return {}, None
+    return packs, Packing(size=2, task="", items=lambda idx: [], answer_schema=json.loads(schema) if schema else None)
+
+
+_AGAIN = "; run the call again to send it"
+
+
+def _packed(client: Any, op: str, line: Any, rows: list[bytes], packing: Any, cache: Any,
+            reasons: dict[bytes, str], tokens: list[int], stub: Any) -> None:
+    """One packed line's result: each row's answer matched by its id only (`engine.packing.match`),
+    cached as its unpacked request's reply; every other row keeps its reason (a re-run sends it)."""
+    from foundry_magics.engine.packing import item_id, match
+    from foundry_magics.store.cache import CachedReply
+
+    def fail(why: str) -> None:
+        for k in rows:
+            reasons[k] = f"{why} (packed with {len(rows) - 1} other rows){_AGAIN}"
+
+    if line.error is not None:
+        return fail(line.error)
+    try:
+        value = _parse(client, op, line.body, stub)
+    except FoundryError as exc:
+        return fail(describe(exc))
+    usage = value.usage
+    tokens[0] += usage.input_tokens
+    tokens[1] += usage.output_tokens
+    tokens[2] += usage.cached_input_tokens
+    tokens[3] += usage.reasoning_tokens
+    if value.finish_reason == "content_filter":
+        return fail("ContentFilter: the packed completion was filtered")
+    if value.finish_reason == "length":
+        return fail("the packed reply was cut off at its output cap")
+    taken: set[str] = set()
+    ids = [item_id(k, taken) for k in rows]
+    answers, why = match(value.text, ids, packing.problem)
+    n = len(rows)
+    for rid, k in zip(ids, rows):
+        if rid in answers:
+            cache.put(k, op, CachedReply(packing.to_text(answers[rid]), "stop", usage.input_tokens // n,
+                                         usage.output_tokens // n, value.model))
+            reasons.pop(k, None)
+        else:
+            reasons[k] = f"packed reply: {why.get(rid, 'no usable answer')}{_AGAIN}"
 
 
 def _key(custom_id: Any) -> bytes | None:

@@ -23,7 +23,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from foundry_magics.batch_api.failures import BatchInterrupted
-from foundry_magics.batch_api.inputs import Part, PartWriter, Source, embed_source, prompt_source
+from foundry_magics.batch_api.inputs import LinePacker, Part, PartWriter, Source, embed_source, prompt_source
 from foundry_magics.batch_api.jobs import BatchJob
 from foundry_magics.batch_api.parts import create_part, resume, upload_part
 from foundry_magics.batch_api.state import check_interval, default_interval, file_poll
@@ -42,8 +42,11 @@ def submit(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any =
            progress: Any = False, label: str = "batch", poll_interval: float | None = None,
            finish: Callable[[BatchResult], Any] | None = None, timeout: float = TIMEOUT,
            max_retries: int = MAX_RETRIES, transport: Any = None, max_lines: int = BATCH_MAX_LINES,
-           max_bytes: int = BATCH_MAX_BYTES, max_cost: float | None = None) -> BatchJob:
+           max_bytes: int = BATCH_MAX_BYTES, max_cost: float | None = None, pack: Any = None) -> BatchJob:
     """Submit the distinct requests of `batch` (chat or responses) through the Batch API; a BatchJob at once.
+
+    `pack` (an `engine.packing.Packing`): the rows to submit go N to a line, each line the
+    packed request the online run sends; results are matched by id into each row's cache entry.
 
     Cached requests are not submitted; requests a recorded job still carries re-attach to it
     (nothing is submitted twice). `finish(BatchResult)` turns the results into what the call
@@ -57,9 +60,10 @@ def submit(batch: Batch, spec: RequestSpec = RequestSpec(), *, connection: Any =
         if max_cost is not None:
             from foundry_magics.engine.estimate import estimate_batch
 
-            check_budget(estimate_batch(batch, spec, connection=client.connection, cache=cache, batch_api=True),
-                         max_cost)
+            check_budget(estimate_batch(batch, spec, connection=client.connection, cache=cache, batch_api=True,
+                                        **({"pack": pack} if pack is not None else {})), max_cost)
         src = prompt_source(client, batch, spec)
+        src.packing = pack
     except BaseException:
         client.close()
         raise
@@ -220,6 +224,7 @@ class Call:
         live = store.has_live_jobs()
         seen: set[bytes] = set()
         writer: PartWriter | None = None
+        packer: LinePacker | None = None
         try:
             for start in range(0, n, BATCH_CHUNK):
                 idx = range(start, min(n, start + BATCH_CHUNK))
@@ -227,6 +232,8 @@ class Call:
                 if writer is None:
                     writer = PartWriter(self.client.routes.line_url(src.op), max_lines=self.max_lines,
                                         max_bytes=self.max_bytes, on_full=self._submit_part)
+                    if src.packing is not None:
+                        packer = LinePacker(src.client, src.spec, src.packing, writer, lambda: self.src.model)
                 self.keys[start * 32:(start + len(built)) * 32] = b"".join(k for k, _ in built)
                 fresh: list[tuple[int, bytes, Any]] = []
                 for i, (key, body) in zip(idx, built):
@@ -254,8 +261,12 @@ class Call:
                     job = pending.get(key)
                     if job is not None:
                         self.attached[job] = self.attached.get(job, 0) + 1
+                    elif packer is not None:
+                        packer.add(i, key, body)
                     else:
                         writer.add(key, body)
+            if packer is not None:
+                packer.flush(final=True)
             if writer is not None:
                 writer.close()
                 writer = None
@@ -273,6 +284,12 @@ class Call:
             store.add_job(self.job_id, connection=conn.label, conn={"name": conn.name, **conn.to_dict()},
                           model=self.src.model, op=self.src.op, label=self.label, rows=self.src.total_rows)
             self.recorded = True
+        if part.packs:  # which rows each packed line carries, before the service can answer them
+            import json
+
+            schema = self.src.packing.answer_schema
+            store.add_pack_lines(self.job_id, part.no, part.packs,
+                                 json.dumps(schema, sort_keys=True) if schema is not None else None)
         uploaded = upload_part(client, store, self.job_id, part)
         self.submitted += part.lines
         try:

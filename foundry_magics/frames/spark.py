@@ -74,6 +74,14 @@ def _run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None
     if op.batch:
         from foundry_magics.frames.spark_batch import run as spark_batch
 
+        if op.options.get("pack") not in (None, 1):  # Spark writes its lines on the executors, one row each
+            from foundry_magics.errors import ConfigurationError
+
+            raise ConfigurationError(f"{op.where} cannot pack rows into Batch API lines on Spark yet "
+                                     f"(pack={op.options['pack']!r} with batch=True).",
+                                     hint="Leave pack= out with batch=True on Spark, or drop batch=True to pack "
+                                          "the rows online.")
+
         return spark_batch(sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images)
     from foundry_magics.frames.spark_job import build
 

@@ -264,7 +264,7 @@ class Operation:
         o = self.options
         return submit(plan.requests(), self.request_spec(conn), connection=conn, cache=o.get("cache", True),
                       progress=self._progress(batch=True), label=label, poll_interval=o.get("poll_interval"),
-                      finish=finish, max_cost=o.get("max_cost"))
+                      finish=finish, max_cost=o.get("max_cost"), pack=self.packing(plan, conn))
 
     def _estimate(self, plan: Plan, conn: Any) -> Any:
         from foundry_magics.engine.estimate import estimate_batch

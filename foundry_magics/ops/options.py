@@ -222,10 +222,6 @@ def check(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> dic
     if (wait is not True or poll is not None) and not out.get("batch") and "batch" in allowed:
         raise ConfigurationError("wait= and poll_interval= apply to Batch API jobs only.",
                                  hint="Add batch=True (half the price, results within 24 h), or leave them out.")
-    if out.get("pack") not in (None, 1) and out.get("batch"):
-        raise ConfigurationError(f"{where} cannot pack rows into Batch API lines yet (pack={out['pack']!r} with "
-                                 "batch=True).", hint="Leave pack= out with batch=True (the Batch API already costs "
-                                                      "half), or drop batch=True to pack the rows online.")
     if out.get("sample") is not None and not out.get("estimate") and "estimate" in allowed:
         raise ConfigurationError(f"sample= applies to estimates only (got sample={out['sample']} "
                                  "without estimate=True).",

@@ -74,6 +74,21 @@ MIGRATIONS: list[str] = [
     CREATE INDEX job_keys_key ON job_keys(key);
     CREATE INDEX jobs_created ON jobs(created);
     """,
+    # 2: packed lines (pack=N with batch=True): the row keys each line carries, in order, and
+    # the answer schema of a job's rows, so that any kernel can match the packed replies
+    """
+    CREATE TABLE pack_lines (
+        job     TEXT NOT NULL,
+        part    INTEGER NOT NULL,
+        line    BLOB NOT NULL,
+        keys    BLOB NOT NULL,
+        PRIMARY KEY (job, line)
+    ) WITHOUT ROWID;
+    CREATE TABLE pack_jobs (
+        job     TEXT PRIMARY KEY,
+        schema  TEXT
+    );
+    """,
 ]
 
 _LOOKUP_CHUNK = 500
@@ -163,6 +178,8 @@ class JobStore:
     def delete_job(self, job_id: str) -> None:
         def run(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM job_keys WHERE job = ?", (job_id,))
+            db.execute("DELETE FROM pack_lines WHERE job = ?", (job_id,))
+            db.execute("DELETE FROM pack_jobs WHERE job = ?", (job_id,))
             db.execute("DELETE FROM parts WHERE job = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
@@ -235,6 +252,28 @@ class JobStore:
             "UPDATE parts SET status = 'submitting', updated = ? WHERE job = ? AND part = ? AND status = ? AND "
             "updated = ? AND batch_id IS NULL", (time.time(), job_id, part, status, updated)))
         return cur.rowcount == 1
+
+    # ------------------------------------------------------------------ packed lines
+
+    def add_pack_lines(self, job_id: str, part: int, lines: Sequence[tuple[bytes, Sequence[bytes]]],
+                       schema: str | None) -> None:
+        """The packed lines of a part (line key -> its rows' keys, in item order) and the job's
+        answer schema (JSON text; None: free text), recorded before the part is uploaded."""
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR IGNORE INTO pack_jobs (job, schema) VALUES (?, ?)", (job_id, schema))
+            db.executemany("INSERT OR REPLACE INTO pack_lines (job, part, line, keys) VALUES (?, ?, ?, ?)",
+                           ((job_id, part, k, b"".join(rows)) for k, rows in lines))
+
+        self._tx(run)
+
+    def pack_lines(self, job_id: str, part: int) -> tuple[dict[bytes, list[bytes]], str | None]:
+        """(line key -> row keys, the answer schema) of a part's packed lines ({} when it has none)."""
+        with self._lock:
+            rows = self.db.execute("SELECT line, keys FROM pack_lines WHERE job = ? AND part = ?",
+                                   (job_id, part)).fetchall()
+            schema = self.db.execute("SELECT schema FROM pack_jobs WHERE job = ?", (job_id,)).fetchone()
+        out = {bytes(k): [bytes(v[i:i + 32]) for i in range(0, len(v), 32)] for k, v in rows}
+        return out, (schema[0] if schema else None)
 
     # ------------------------------------------------------------------ keys
 

@@ -168,9 +168,7 @@ def test_pack_option_values_and_batch():
     assert check({"pack": 20}, {"pack"}, "x") == {"pack": 20}
     assert check({"pack": "auto"}, {"pack"}, "x") == {"pack": "auto"}
     assert check({"pack": None}, {"pack"}, "x") == {"pack": None}
-    with pytest.raises(ConfigurationError, match="Batch API") as exc:
-        check({"pack": 20, "batch": True}, {"pack", "batch"}, "classify()")
-    assert "Leave pack= out" in exc.value.hint
+    assert check({"pack": 20, "batch": True}, {"pack", "batch"}, "x") == {"pack": 20, "batch": True}  # packed lines
 
 
 def test_single_calls_refuse_pack():
@@ -368,12 +366,6 @@ def test_estimate_matches_what_the_packed_run_sends(emu):
     rep = fm.last_run()
     assert rep.requests == est.to_send == 5
     assert abs(rep.input_tokens - est.input_tokens) <= est.input_tokens * 0.25
-
-
-def test_batch_with_pack_is_refused_before_anything_is_sent(emu):
-    s = _frame(5)["text"]
-    with pytest.raises(ConfigurationError, match="Batch API"):
-        s.foundry.classify(LABELS, connection=_conn(emu), pack=5, batch=True)
 
 
 def test_images_are_not_packed(emu):
