@@ -27,13 +27,22 @@ it returns is again a lazy DataFrame: all input columns, the result column(s), f
    `poll_interval` (60 s; the emulator's fast clock), finished output lines go into the
    response cache by `custom_id`, failed ones keep their reason in the jobs table. Ctrl-C
    stops waiting only (`BatchInterrupted`, one line).
-6. **Result** (`CachedTask`, lazy): the online task of `frames.spark_task` with its sending
-   replaced by a cache read: every row's reply comes from the cache, a request the batch
-   failed is null with its reason. A re-run submits exactly those rows.
+6. **Result** (lazy, joined back by `custom_id`): the driver looks the call's distinct keys
+   (those its files carry, those re-attached, those the cache answered: the upload rows bring
+   them back) up in its cache and makes a small Spark DataFrame of them (`REPLIES_SCHEMA`: key,
+   reply text or vector, or the reason the job failed it; one row per request, not per row);
+   `RowKeyTask` gives every row its key on the executors (keyed as `KeyTask` keys the upload);
+   the two are joined on the key (broadcast when the replies are small) and `JoinedTask`, the
+   online task of `frames.spark_task` with its sending replaced by reading those columns, makes
+   the typed result columns and foundry_error, and drops the joined columns. A request the
+   batch failed is null with its reason. A re-run submits exactly those rows.
 
-Results reach the executors through the response cache, so the executors must share the
-driver's cache: a local master (`local[...]`). On a cluster this mode is refused, before
-anything is sent. Nothing secret travels: tasks carry `Connection.to_dict()`.
+The replies reach the executors as data, not through a cache, so this runs on a cluster as on a
+local master. Where the executors do not share the driver's cache (a cluster: `cache_home` is
+None), they look up no cache of their own; the driver collects the distinct keys (32 bytes
+each) before the upload and marks those its cache answers (`_driver_hits`), so a re-run submits
+only what the driver does not hold. Nothing secret travels: tasks carry `Connection.to_dict()`,
+the replies frame holds keys (hashes), replies and reasons.
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ if TYPE_CHECKING:
     # module does not import batch_api; to a type checker it is the BatchJob it subclasses.
     from foundry_magics.batch_api.jobs import BatchJob as SparkBatchJob
 
-__all__ = ["run", "KeyTask", "UploadTask", "CachedTask", "SparkBatchJob", "KEYS_SCHEMA", "PARTS_SCHEMA"]
+__all__ = ["run", "KeyTask", "UploadTask", "CachedTask", "RowKeyTask", "JoinedTask", "SparkBatchJob", "KEYS_SCHEMA",
+           "PARTS_SCHEMA", "REPLIES_SCHEMA"]
 
 log = logging.getLogger("foundry_magics.batch")
 
@@ -331,7 +341,9 @@ def _processed(client: Any, uploaded: dict[str, Any], poll_interval: float | Non
 class CachedTask(PartitionTask):
     """The online task of `frames.spark_task` that sends nothing: each distinct request's reply
     is read from the cache (where the Batch API job's results were collected); one the job
-    failed is null with its reason (`reasons`: key -> reason), any other miss with `missing`."""
+    failed is null with its reason (`reasons`: key -> reason), any other miss with `missing`.
+    Needs executors that share the driver's cache; `run` uses its subclass `JoinedTask`, which
+    reads the replies from joined columns instead and so runs anywhere."""
 
     def __init__(self, spec: Any, reasons: dict[bytes, str] | None = None, missing: str = "") -> None:
         super().__init__(spec)
