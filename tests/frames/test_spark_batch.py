@@ -1,5 +1,5 @@
 """batch=True on Spark DataFrames: executors upload the input, the driver creates and records the
-job, the result is a Spark DataFrame read back from the cache; on local[2] against the emulator
+job, the result is a Spark DataFrame joined back by key; on local[2] against the emulator
 (fast batch clock, polled every 20 ms)."""
 
 from __future__ import annotations
