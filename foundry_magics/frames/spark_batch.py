@@ -27,13 +27,22 @@ it returns is again a lazy DataFrame: all input columns, the result column(s), f
    `poll_interval` (60 s; the emulator's fast clock), finished output lines go into the
    response cache by `custom_id`, failed ones keep their reason in the jobs table. Ctrl-C
    stops waiting only (`BatchInterrupted`, one line).
-6. **Result** (`CachedTask`, lazy): the online task of `frames.spark_task` with its sending
-   replaced by a cache read: every row's reply comes from the cache, a request the batch
-   failed is null with its reason. A re-run submits exactly those rows.
+6. **Result** (lazy, joined back by `custom_id`): the driver looks the call's distinct keys
+   (those its files carry, those re-attached, those the cache answered: the upload rows bring
+   them back) up in its cache and makes a small Spark DataFrame of them (`REPLIES_SCHEMA`: key,
+   reply text or vector, or the reason the job failed it; one row per request, not per row);
+   `RowKeyTask` gives every row its key on the executors (keyed as `KeyTask` keys the upload);
+   the two are joined on the key (broadcast when the replies are small) and `JoinedTask`, the
+   online task of `frames.spark_task` with its sending replaced by reading those columns, makes
+   the typed result columns and foundry_error, and drops the joined columns. A request the
+   batch failed is null with its reason. A re-run submits exactly those rows.
 
-Results reach the executors through the response cache, so the executors must share the
-driver's cache: a local master (`local[...]`). On a cluster this mode is refused, before
-anything is sent. Nothing secret travels: tasks carry `Connection.to_dict()`.
+The replies reach the executors as data, not through a cache, so this runs on a cluster as on a
+local master. Where the executors do not share the driver's cache (a cluster: `cache_home` is
+None), they look up no cache of their own; the driver collects the distinct keys (32 bytes
+each) before the upload and marks those its cache answers (`_driver_hits`), so a re-run submits
+only what the driver does not hold. Nothing secret travels: tasks carry `Connection.to_dict()`,
+the replies frame holds keys (hashes), replies and reasons.
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ if TYPE_CHECKING:
     # module does not import batch_api; to a type checker it is the BatchJob it subclasses.
     from foundry_magics.batch_api.jobs import BatchJob as SparkBatchJob
 
-__all__ = ["run", "KeyTask", "UploadTask", "CachedTask", "SparkBatchJob", "KEYS_SCHEMA", "PARTS_SCHEMA"]
+__all__ = ["run", "KeyTask", "UploadTask", "CachedTask", "RowKeyTask", "JoinedTask", "SparkBatchJob", "KEYS_SCHEMA",
+           "PARTS_SCHEMA", "REPLIES_SCHEMA"]
 
 log = logging.getLogger("foundry_magics.batch")
 
@@ -228,7 +238,8 @@ class UploadTask:
         _enter(spec)
         counts = dict(rows=0, na=0, distinct=0, cached=0, cached_rows=0, pending_rows=0)
         seen: set[bytes] = set()  # every copy of a key comes to this task (repartitioned by key): the first counts
-        attached: dict[str, int] = {}
+        attached: dict[str, list[bytes]] = {}  # job -> the keys re-attached to it
+        hits: list[bytes] = []  # the keys the cache answered: the driver ships their replies with the job's
         files: list[tuple[str, str, int, int, bytes]] = []
         tag = secrets.token_hex(3)
         client: Any = None
@@ -256,10 +267,11 @@ class UploadTask:
                     if cached:
                         counts["cached"] += 1
                         counts["cached_rows"] += weight or 0
+                        hits.append(key)
                         continue
                     counts["pending_rows"] += weight or 0
                     if job is not None:
-                        attached[job] = attached.get(job, 0) + 1
+                        attached.setdefault(job, []).append(key)
                         continue
                     if writer is None:
                         client = BatchClient(connection_of(_view(spec)))
@@ -283,9 +295,9 @@ class UploadTask:
 
         for file_id, status, lines_, size, keys in files:
             add(file_id=file_id, status=status, lines=lines_, bytes=size, keys=keys)
-        for job, n in attached.items():
-            add(job=job, distinct=n)
-        add(**counts)
+        for job, keys_ in attached.items():
+            add(job=job, distinct=len(keys_), keys=b"".join(keys_))
+        add(keys=b"".join(hits), **counts)
         yield pa.RecordBatch.from_pydict(rows, schema=_parts_schema())
 
 
@@ -329,7 +341,9 @@ def _processed(client: Any, uploaded: dict[str, Any], poll_interval: float | Non
 class CachedTask(PartitionTask):
     """The online task of `frames.spark_task` that sends nothing: each distinct request's reply
     is read from the cache (where the Batch API job's results were collected); one the job
-    failed is null with its reason (`reasons`: key -> reason), any other miss with `missing`."""
+    failed is null with its reason (`reasons`: key -> reason), any other miss with `missing`.
+    Needs executors that share the driver's cache; `run` uses its subclass `JoinedTask`, which
+    reads the replies from joined columns instead and so runs anywhere."""
 
     def __init__(self, spec: Any, reasons: dict[bytes, str] | None = None, missing: str = "") -> None:
         super().__init__(spec)
@@ -343,6 +357,14 @@ class CachedTask(PartitionTask):
     def _send(self, op: Any, plan: Any, stage: Any) -> tuple[dict[str, Any], list[Any]]:
         from foundry_magics.engine.report import RunReport, RunResult
 
+        texts, errors = self._replies(op, plan)
+        report = RunReport(rows=plan.n, done=plan.n - plan.na_rows - len(errors), na_rows=plan.na_rows,
+                           unique=plan.size, failed=len(errors), operation=op.kind)
+        outcome = op.outcome(plan, RunResult(texts, errors, report))
+        return self._columns(plan, outcome.values, outcome.errors, outcome.result.texts)
+
+    def _replies(self, op: Any, plan: Any) -> tuple[list[Any], dict[int, str]]:
+        """Per distinct request: its reply text (an embedding: its vector), or its reason in `errors`."""
         conn = op.options["connection"]
         op.apply_cap(plan, conn)
         vectors = op.kind == "embed"
@@ -361,10 +383,94 @@ class CachedTask(PartitionTask):
                             texts[i] = _vector(hit) if vectors else hit.text
         finally:
             store.close()
-        report = RunReport(rows=plan.n, done=plan.n - plan.na_rows - len(errors), na_rows=plan.na_rows,
-                           unique=plan.size, failed=len(errors), operation=op.kind)
-        outcome = op.outcome(plan, RunResult(texts, errors, report))
-        return self._columns(plan, outcome.values, outcome.errors, outcome.result.texts)
+        return texts, errors
+
+
+class JoinedTask(CachedTask):
+    """`CachedTask` with each reply taken from the row's own columns instead of a cache: the
+    driver's replies (key, text or vector, reason: `REPLIES_SCHEMA`) joined to every row by the
+    key `RowKeyTask` gave it. Works on any cluster: the executors need no cache. The joined
+    columns are read, then dropped; the rest is the online task's (outcome, typed columns)."""
+
+    def __init__(self, spec: Any, missing: str = "") -> None:
+        super().__init__(spec, None, missing)
+        self._joined: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_joined": {}}
+
+    def run(self, batch: Any, stage: Any = None) -> Any:
+        names = [n for n in _JOINED if n in batch.schema.names]
+        self._joined = {n: batch.column(batch.schema.get_field_index(n)) for n in names}
+        try:
+            return super().run(batch.drop_columns(names), stage)
+        finally:
+            self._joined = {}
+
+    def _replies(self, op: Any, plan: Any) -> tuple[list[Any], dict[int, str]]:
+        import numpy as np
+        import pyarrow as pa
+
+        codes = np.asarray(plan.codes)
+        rows = np.nonzero(codes >= 0)[0]
+        first = np.zeros(plan.size, dtype=np.int64)  # per distinct request: a row of it (all share its key)
+        distinct, at = np.unique(codes[rows], return_index=True)
+        first[distinct] = rows[at]
+        take = pa.array(first)
+        got = {n: col.take(take).to_pylist() for n, col in self._joined.items()}
+        keys, texts_, vectors = got.get(KEY_COL), got.get(TEXT_COL), got.get(VECTOR_COL)
+        reasons = got.get(REASON_COL)
+        texts: list[Any] = [None] * plan.size
+        errors: dict[int, str] = {}
+        for i in range(plan.size):
+            if op.kind == "embed":
+                blob = vectors[i] if vectors else None
+                if blob is not None:
+                    texts[i] = _vector(blob)
+                    continue
+            elif texts_ and texts_[i] is not None:
+                texts[i] = texts_[i]
+                continue
+            reason = reasons[i] if reasons else None
+            if reason is None and keys and keys[i] is None:
+                reason = "no key for this request"  # pragma: no cover - RowKeyTask keys every planned row
+            errors[i] = reason or self.missing
+        return texts, errors
+
+
+KEY_COL, TEXT_COL, VECTOR_COL, REASON_COL = ("__foundry_key", "__foundry_reply", "__foundry_vector",
+                                             "__foundry_reason")
+_JOINED = (KEY_COL, TEXT_COL, VECTOR_COL, REASON_COL)
+REPLIES_SCHEMA = f"{KEY_COL} binary, {TEXT_COL} string, {VECTOR_COL} binary, {REASON_COL} string"
+_BROADCAST = 64 << 20  # a replies frame up to this size goes to every executor whole (a broadcast join)
+
+
+class RowKeyTask:
+    """Arrow batches in, the same batches with `KEY_COL` out: each row's request key (null for a
+    row that sends nothing), planned and keyed exactly as `KeyTask` keys the upload."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.__name__ = f"foundry_batch_rowkeys_{spec.op.kind}"
+
+    def __call__(self, batches: Iterable[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        from foundry_magics.frames.spark_task import batch_rows
+
+        spec = self.spec
+        view = _view(spec)
+        op, conn = _operation(view, spec.op)
+        for batch in batches:
+            plan = op.plan(batch_rows(view, batch))
+            op.apply_cap(plan, conn)
+            keys: list[Any] = [None] * plan.size
+            for idx, ks, _bodies in keyed(op, plan, conn):
+                for i, key in zip(idx, ks):
+                    keys[i] = key
+            per_row = [keys[c] if c >= 0 else None for c in plan.codes.tolist()] if plan.n else []
+            yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(per_row, type=pa.binary())],
+                                             names=[*batch.schema.names, KEY_COL])
 
 
 def _vector(blob: Any) -> Any:
@@ -398,7 +504,8 @@ class SparkCall:
         self.client, self.store, self.src = client, store, src
         self.progress, self.label = progress, label
         self.poll_interval = None if poll_interval is None else check_interval(poll_interval)
-        self.make = make  # (reasons, missing) -> the lazy Spark DataFrame
+        self.make = make  # (call, job ids, reasons, missing) -> the lazy Spark DataFrame
+        self.keys: list[bytes] = []  # every distinct request of the call: its files', re-attached, cached
         self.finish = None
         self.cached_rows = self.pending_rows = self.cache_hits = self.submitted = 0
         self.in_tokens = self.out_tokens = 0
@@ -448,7 +555,31 @@ class SparkCall:
         report.batch_jobs = list(job.ids)
         set_last(report)
         record_run(report, batch=True)
-        return self.make(reasons, job.missing_reason() if job.ids else "")
+        return self.make(self, list(job.ids), reasons, job.missing_reason() if job.ids else "")
+
+    def replies(self, reasons: dict[bytes, str], vectors: bool) -> Any:
+        """The call's replies as a pyarrow table (`REPLIES_SCHEMA`): one row per distinct request
+        of the call (`keys`: not per row), with the reply (or vector) from this driver's cache,
+        where the job's results were collected, else the reason the job gave."""
+        import pyarrow as pa
+
+        order = list(dict.fromkeys(self.keys))
+        texts: list[Any] = [None] * len(order)
+        blobs: list[Any] = [None] * len(order)
+        get = self.cache.get_vectors if vectors else self.cache.get_many
+        for start in range(0, len(order), _LOOKUP):
+            chunk = order[start:start + _LOOKUP]
+            got = get(chunk)
+            for j, key in enumerate(chunk, start):
+                hit = got.get(key)
+                if hit is not None:
+                    if vectors:
+                        blobs[j] = bytes(hit)
+                    else:
+                        texts[j] = hit.text
+        why = [None if (t is not None or b is not None) else reasons.get(k) for k, t, b in zip(order, texts, blobs)]
+        return pa.table({KEY_COL: pa.array(order, type=pa.binary()), TEXT_COL: pa.array(texts, type=pa.string()),
+                         VECTOR_COL: pa.array(blobs, type=pa.binary()), REASON_COL: pa.array(why, type=pa.string())})
 
 
 @functools.lru_cache(maxsize=None)
@@ -489,7 +620,7 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
     from pyspark.sql import functions as F
 
     from foundry_magics.batch_api.parts import resume
-    from foundry_magics.errors import ConfigurationError
+    from foundry_magics.defaults import home as driver_home
     from foundry_magics.frames.spark_job import build, cache_home, output_columns, prepare, shipped
     from foundry_magics.ops.display import resolve
     from foundry_magics.rest.batches import BatchClient
@@ -498,12 +629,6 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
     started = time.monotonic()
     conn, cluster, used = prepare(sdf, op, column=column, parallelism=parallelism, images=images)
     output_columns(sdf, op, output_col)  # a clash is refused before anything is sent
-    if not cluster.local:
-        raise ConfigurationError(
-            "batch=True on Spark needs executors that share this driver's response cache (a local[...] master): "
-            "the job's results reach the rows through it. Nothing was sent.",
-            hint="Run it online on the cluster (leave batch out), or on a local master; for the Batch API on a "
-                 "cluster today, convert a manageable frame with sdf.toPandas() and use df.foundry.*(batch=True).")
     o = op.options
     poll_interval = o.get("poll_interval")
     client = BatchClient(conn)  # a connection without the Batch API is refused here, nothing sent
@@ -514,10 +639,12 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
         resume(store, client, poll_interval)  # stopped submissions first: their keys may be ours
         ship = shipped(op, online=False)
         home = cache_home(cluster)
+        shared = home is not None and os.path.abspath(home) == os.path.abspath(str(driver_home()))
+        use_cache = bool(o.get("cache", True))
         job_id = "fmb-" + secrets.token_hex(6)
         slots = parallelism or cluster.parallelism or 2
         spec = _Spec(op=ship, connection=conn.to_dict(), connection_name=conn.name, column=column,
-                     columns=tuple(used), images=images, cache=bool(o.get("cache", True)), home=home, job=job_id,
+                     columns=tuple(used), images=images, cache=use_cache and shared, home=home, job=job_id,
                      url=client.routes.line_url(kind), poll_interval=poll_interval,
                      max_lines=BATCH_MAX_LINES, max_bytes=BATCH_MAX_BYTES)
         spark = sdf.sparkSession
@@ -525,6 +652,9 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
             warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                                     category=FutureWarning)
             per_request = sdf.mapInArrow(KeyTask(spec), KEYS_SCHEMA)
+            kept = None
+            if use_cache and not shared:  # executors with a cache of their own: this driver's answers
+                per_request, kept = _driver_hits(per_request, spark, op.kind == "embed")
             live = store.live_keys() if store.has_live_jobs() else []
             if live:
                 pending = spark.createDataFrame(live, "key binary, job string")
@@ -541,15 +671,32 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
 
                 raise BatchInterrupted("Interrupted while the executors uploaded the input: no batch was created and "
                                        "nothing runs on the service; run the call again to submit it.") from None
+            finally:
+                if kept is not None:
+                    kept.unpersist()
+
+        def make(call: SparkCall, ids: list[str], reasons: dict[bytes, str], missing: str) -> Any:
+            from pyspark.sql.types import BinaryType, StructField, StructType
+
+            table = call.replies(reasons, op.kind == "embed")
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                                        category=FutureWarning)
+                replies = spark.createDataFrame(table) if table.num_rows else spark.createDataFrame([], REPLIES_SCHEMA)
+                keyed_rows = sdf.mapInArrow(RowKeyTask(spec),
+                                            StructType([*sdf.schema.fields, StructField(KEY_COL, BinaryType(), True)]))
+            small = table.nbytes <= _BROADCAST
+            joined = keyed_rows.join(F.broadcast(replies) if small else replies, KEY_COL, "left")
+            return build(sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images,
+                         task=lambda ts: JoinedTask(ts, missing), source=joined)
         src = _Source(kind, model)
         call = SparkCall(client, store, src, progress=resolve(o.get("progress", True), batch=True),
-                         label=op.kind, poll_interval=poll_interval, started=started,
-                         make=lambda reasons, missing: build(
-                             sdf, op, column=column, output_col=output_col, parallelism=parallelism, images=images,
-                             task=lambda ts: CachedTask(ts, reasons, missing)))
+                         label=op.kind, poll_interval=poll_interval, started=started, make=make)
         files: list[Any] = []
         attached: dict[str, int] = {}
         for r in collected:
+            blob = r["keys"] or b""  # the keys of a file, of a re-attached job, or those the cache answered
+            call.keys.extend(bytes(blob[i:i + 32]) for i in range(0, len(blob), 32))
             if r["file_id"] is not None:
                 files.append(r)
             elif r["job"] is not None:
@@ -573,6 +720,36 @@ def run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None 
         raise
     job = _job_class()(ids, client=client, store=store, call=call)
     return job.result() if o.get("wait", True) else job
+
+
+def _driver_hits(per_request: Any, spark: Any, vectors: bool) -> tuple[Any, Any]:
+    """Executors that do not share this driver's cache (a cluster) looked up none: the distinct
+    keys come to the driver (32 bytes each), which marks those its cache answers, so they are not
+    submitted again; `assemble` ships their replies with the job's. The keyed frame is kept
+    (persisted) for the upload that follows: (the marked frame, the persisted one to release)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from foundry_magics.store.cache import ResponseCache
+
+    kept = per_request.persist(StorageLevel.MEMORY_AND_DISK)
+    keys = [bytes(r[0]) for r in kept.where(F.col("key").isNotNull()).select("key").distinct().collect()]
+    hits: list[bytes] = []
+    cache = ResponseCache()
+    try:
+        get = cache.get_vectors if vectors else cache.get_many
+        for start in range(0, len(keys), _LOOKUP):
+            chunk = keys[start:start + _LOOKUP]
+            got = get(chunk)
+            hits.extend(k for k in chunk if k in got)
+    finally:
+        cache.close()
+    if not hits:
+        return kept, kept
+    marks = spark.createDataFrame([(k,) for k in hits], "key binary").withColumn("hit", F.lit(True))
+    marked = kept.join(F.broadcast(marks), "key", "left").withColumn(
+        "cached", F.coalesce(F.col("hit"), F.col("cached"))).drop("hit")
+    return marked, kept
 
 
 def _fix_model(op: Any, client: Any, conn: Any) -> str | None:

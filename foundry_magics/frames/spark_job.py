@@ -127,11 +127,12 @@ def spark_type(kind: str) -> Any:
 
 
 def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None = None,
-          parallelism: int | None = None, images: str | None = None, task: Any = None) -> Any:
+          parallelism: int | None = None, images: str | None = None, task: Any = None, source: Any = None) -> Any:
     """The lazy DataFrame of `op` (an `ops.operations.Operation`, its options checked when it was
     made): input columns, result column(s), foundry_error (see frames.spark). `task`: what
     makes the executors' function from the `TaskSpec` (default `PartitionTask`: online;
-    `frames.spark_batch` reads a finished Batch API job's replies from the cache instead)."""
+    `frames.spark_batch` reads a finished Batch API job's replies from columns instead); `source`:
+    the frame the task maps (default `sdf`: `spark_batch` gives `sdf` with those columns joined)."""
     from pyspark.sql.types import StructType
 
     if op.options.get("max_cost") is not None:  # each task would get the whole budget: refuse, send nothing
@@ -155,7 +156,7 @@ def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | Non
         # PySpark warns about pandas >= 3 when any pandas/Arrow UDF is made; this one converts
         # nothing with PySpark's pandas code (Arrow in, Arrow out), so the warning is not ours to show.
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-        return sdf.mapInArrow((task or PartitionTask)(spec), schema)
+        return (sdf if source is None else source).mapInArrow((task or PartitionTask)(spec), schema)
 
 
 def output_columns(sdf: Any, op: Any, output_col: str | None) -> tuple[list[Output], bool]:

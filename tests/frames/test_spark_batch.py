@@ -1,5 +1,5 @@
 """batch=True on Spark DataFrames: executors upload the input, the driver creates and records the
-job, the result is a Spark DataFrame read back from the cache; on local[2] against the emulator
+job, the result is a Spark DataFrame joined back by key; on local[2] against the emulator
 (fast batch clock, polled every 20 ms)."""
 
 from __future__ import annotations
@@ -194,3 +194,56 @@ def test_options_and_connections_are_refused_before_anything_is_sent(spark, conn
     with pytest.raises(ConfigurationError, match="Batch API is not available"):
         sdf.foundry.prompt("Summarize: {text}", connection=models, batch=True)
     assert emu.stats()["requests"] == 0
+
+
+def test_executors_without_the_drivers_cache_get_the_replies_joined_as_data(spark, conn, emu, monkeypatch,
+                                                                          tmp_path):
+    """A cluster, simulated: the executors' FOUNDRY_MAGICS_HOME is an empty folder of their own,
+    so the job's replies (collected into the driver's cache) can reach the rows only as data."""
+    from foundry_magics.defaults import home
+    from foundry_magics.frames import spark_job
+
+    executors = tmp_path / "executor-home"
+    executors.mkdir()
+    monkeypatch.setattr(spark_job, "cache_home", lambda cluster: str(executors))
+    assert str(home()) != str(executors)
+    sdf = frame(spark, n=30, distinct=15, extra=["broken #emulator:status=400"])
+    calls = [
+        ("prompt", lambda s, **kw: s.foundry.prompt("Summarize: {text}", **kw)),
+        ("extract", lambda s, **kw: s.foundry.extract("text", {"when": str, "count": int}, **kw)),
+        ("embed", lambda s, **kw: s.foundry.embed("text", **kw)),
+    ]
+    for name, call in calls:
+        online = by_n(call(sdf, connection=conn, cache=False))
+        emu.reset_stats()
+        out = call(sdf, connection=conn, batch=True, poll_interval=POLL, progress=False)
+        got = by_n(out)
+        assert got[:-1] == online[:-1], name  # the last row's line the emulator fails in a batch
+        assert "BadRequestError" in got[-1].foundry_error and not any(got[-1][c] for c in out.columns[2:-1]), name
+        assert got[-2].foundry_error.startswith("missing value"), name
+        assert uploads(emu) >= 1 and not routes(emu).get("chat.completions") and not routes(emu).get("embeddings")
+        assert "__foundry" not in " ".join(out.columns), name
+        assert "BroadcastHashJoin" in out._jdf.queryExecution().executedPlan().toString(), name  # small: broadcast
+    assert not (executors / "cache.sqlite").exists()  # nothing was read from (or written to) an executor cache
+    # the re-run: the driver's cache answers what the executors' caches cannot: only the failed line goes again
+    emu.reset_stats()
+    job = sdf.foundry.prompt("Summarize: {text}", connection=conn, batch=True, wait=False, poll_interval=POLL)
+    assert job.counts.total == 1 and uploads(emu) == 1
+    again = by_n(job.result())
+    assert again[:-1] == by_n(sdf.foundry.prompt("Summarize: {text}", connection=conn, cache=False))[:-1]
+    assert fm.last_run().cache_hits == 15
+
+
+def test_a_large_replies_frame_is_joined_without_a_broadcast(spark, conn, emu, monkeypatch):
+    from foundry_magics.frames import spark_batch
+
+    monkeypatch.setattr(spark_batch, "_BROADCAST", 0)
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        sdf = frame(spark, n=30, distinct=15)
+        out = sdf.foundry.classify("text", ["late", "early"], connection=conn, batch=True, poll_interval=POLL,
+                                   progress=False)
+        assert "BroadcastHashJoin" not in out._jdf.queryExecution().executedPlan().toString()
+        assert by_n(out) == by_n(sdf.foundry.classify("text", ["late", "early"], connection=conn, cache=False))
+    finally:
+        spark.conf.unset("spark.sql.autoBroadcastJoinThreshold")
