@@ -161,6 +161,9 @@ def test_a_batch_result_line_carries_them(fm_home):
         def part_keys(self, job_id, part):
             return [bytes.fromhex(key)]
 
+        def pack_lines(self, job_id, part):
+            return {}, None  # an unpacked job: no packed lines
+
         def finish_part(self, job_id, part, reasons):
             assert reasons == {}
             return False
