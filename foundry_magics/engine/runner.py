@@ -35,7 +35,7 @@ from foundry_magics.engine.run import Run, Weights
 from foundry_magics.errors import ConfigurationError
 from foundry_magics.store.usage import record_run
 
-__all__ = ["run_requests", "run_batch", "embed_texts", "wait_for", "Requests", "RequestSpec"]
+__all__ = ["run_requests", "run_batch", "embed_texts", "shared_budget", "wait_for", "Requests", "RequestSpec"]
 
 log = logging.getLogger("foundry_magics.engine")
 
@@ -44,12 +44,17 @@ def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connecti
               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
               cache: bool = True, progress: Any = False, timeout: float = TIMEOUT, max_retries: int = MAX_RETRIES,
               transport: Any = None, label: str = "foundry", max_cost: float | None = None,
-              pack: Any = None) -> RunResult:
+              pack: Any = None, budget: Any = None) -> RunResult:
     """Send `batch` (blocking the caller's thread, not its event loop) and return the replies.
 
     `max_cost`: the run stops before its spend could pass the amount (`engine.budget`): the
     rows that finished are kept, the others get the reason, `report.stopped` says so and the
     result is returned as usual. Without a price for the model nothing starts.
+
+    `budget`: an `engine.budget.Budget` that several runs spend together (an operation's
+    rounds, a join's embeddings and judgements: `shared_budget(max_cost)`); this run books
+    on it at its own model's price, and stops when it is used up. It takes the place of
+    `max_cost`.
 
     Ctrl-C stops the run; so does a fatal error (wrong key, unknown deployment, quota block,
     the first requests all failing alike). Either way what finished is cached and returned,
@@ -68,9 +73,8 @@ def run_requests(batch: Requests, spec: RequestSpec = RequestSpec(), *, connecti
         raise ConfigurationError(f"Unknown API {spec.op!r}.", hint="Use 'chat' or 'responses'.")
     conn = _connection(connection)
     model = _check_first_request(conn, batch, spec)
-    budget = _budget(max_cost, model)
     options = dict(concurrency=int(concurrency), rpm=rpm, tpm=tpm, cache=cache, timeout=timeout,
-                   max_retries=max_retries, transport=transport, budget=budget)
+                   max_retries=max_retries, transport=transport, budget=_budget(max_cost, model, budget))
     if pack is not None:  # an engine.packing.Packing: N rows to a request, cached per row
         from foundry_magics.engine.packing import PackedRun
 
@@ -87,20 +91,21 @@ def embed_texts(texts: Sequence[str], *, connection: Any = None, model: str | No
                 dimensions: int | None = None, cache: bool = True, progress: Any = False,
                 timeout: float = EMBED_TIMEOUT, max_retries: int = MAX_RETRIES, concurrency: int = EMBED_CONCURRENCY,
                 weights: Weights | None = None, rows: int | None = None, na_rows: int = 0,
-                transport: Any = None, label: str = "embed", max_cost: float | None = None) -> RunResult:
+                transport: Any = None, label: str = "embed", max_cost: float | None = None,
+                budget: Any = None) -> RunResult:
     """Vectors (numpy float32) for distinct `texts`, EMBED_BATCH per request; cached per text.
-    `max_cost` as in `run_requests` (each request counted at a token per byte of its texts)."""
+    `max_cost` and `budget` as in `run_requests` (each request counted at a token per byte of its texts)."""
     conn = _connection(connection)
     from foundry_magics.rest.base import BaseClient
 
     probe = BaseClient(conn)  # a missing key fails here, before anything starts
-    budget = None
-    if max_cost is not None:
+    spend = None
+    if max_cost is not None or budget is not None:
         _, embed_model = probe.build_embed(list(texts[:1]) or [""], model, dimensions)
-        budget = _budget(max_cost, embed_model)
+        spend = _budget(max_cost, embed_model, budget)
     run = EmbedRun(texts, conn, model=model, dimensions=dimensions, cache=cache, timeout=timeout,
                    max_retries=max_retries, concurrency=max(1, int(concurrency)), weights=weights, rows=rows,
-                   na_rows=na_rows, transport=transport, budget=budget)
+                   na_rows=na_rows, transport=transport, budget=spend)
     return _finish(run, progress, label)
 
 
@@ -133,15 +138,27 @@ def _check_first_request(conn: Any, batch: Requests, spec: RequestSpec) -> str |
     return body.get("model") or spec.model or conn.model or probe.model_for(spec.model)
 
 
-def _budget(max_cost: float | None, model: str | None) -> Any:
-    """The run's budget under `max_cost` (None without): refused here, before anything starts,
-    when the model has no price."""
+def _budget(max_cost: float | None, model: str | None, shared: Any = None) -> Any:
+    """The run's budget under `max_cost` (None without), or its share of `shared`: refused here,
+    before anything starts, when the model has no price."""
+    from foundry_magics.engine.budget import Budget, BudgetShare, require_price
+
+    if shared is not None:
+        return BudgetShare(shared, require_price(model, shared.limit), model)
     if max_cost is None:
         return None
-    from foundry_magics.engine.budget import Budget, require_price
-
     _check_positive("max_cost", max_cost)
     return Budget(max_cost, require_price(model, max_cost), model=model)
+
+
+def shared_budget(max_cost: float | None) -> Any:
+    """One `Budget` for several runs (pass it as `budget=` to each), None without `max_cost`."""
+    if max_cost is None:
+        return None
+    from foundry_magics.engine.budget import Budget
+
+    _check_positive("max_cost", max_cost)
+    return Budget(max_cost, None, model=None)
 
 
 def ensure_model(probe: Any, spec: RequestSpec) -> None:

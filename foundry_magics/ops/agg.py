@@ -17,6 +17,12 @@ context-length error of this process, else `AGG_ASSUMED_WINDOW`, tried with one 
 A request refused as too long teaches the window (the error names it) and is split and sent
 again: a context-length error never reaches the user. An item too long for the window alone is
 shortened to fit (and said so in `fm.last_run().failures`, though it is kept).
+
+`max_cost`: one budget for every level. agg never returns an answer made from part of the
+rows without saying so: when the budget stops it before every group has its one answer, the
+call raises a `FoundryError` naming the amount and how many rows were not folded into an
+answer (`fm.last_run()` is the report, `stopped` says why). What was answered is cached, so
+the same call with a larger `max_cost` sends only the rest.
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ from foundry_magics.defaults import (
     CHARS_PER_TOKEN,
     CONTEXT_WINDOWS,
 )
-from foundry_magics.errors import ConfigurationError
+from foundry_magics.errors import ConfigurationError, FoundryError
 from foundry_magics.ops import options as _options
 from foundry_magics.ops.operations import Operation, Rows
 from foundry_magics.ops.plan import Plan
-from foundry_magics.ops.rounds import Tally, send
+from foundry_magics.ops.rounds import Tally, budget_of, is_budget_stop, send
 from foundry_magics.ops.template import SERIES, parse_template
 
 __all__ = ["Agg", "Aggregate", "context_window", "learn_window", "GROUP", "FOLD", "ITEMS", "PARTIALS"]
@@ -125,7 +131,7 @@ class Agg(Operation):
     kind = "agg"
     output = "text"
     default_cap = AGG_MAX_TOKENS
-    allowed = _options.ROW_OPTIONS - {"schema", "images", "max_cost"}  # max_cost: rounds cannot share one budget yet
+    allowed = _options.ROW_OPTIONS - {"schema", "images"}
 
     def __init__(self, instruction: str, *, by: Any = None, where: str | None = None, **options: Any) -> None:
         where = where or "agg()"
@@ -269,6 +275,15 @@ class Agg(Operation):
         failures = sorted(fold.failures, key=lambda f: f[0])
         report = fold.tally.report(rows=plan.n, done=done, failed=plan.n - plan.na_rows - done, na_rows=plan.na_rows,
                                    unique=plan.size, failures=failures)
+        if fold.over is not None:  # max_cost: never a partial answer returned as if whole
+            left = len(fold.unread)
+            what = (f"{left:,} of {plan.n - plan.na_rows:,} rows were not read" if left else
+                    "the partial answers were not all folded together")
+            raise FoundryError(
+                f"{self.where}: {fold.over}: {what}, so no answer is returned (agg does not answer for part of "
+                f"the rows).",
+                hint="What was answered is cached: run the same call with a larger max_cost to send only the rest "
+                     "(estimate=True prices it).")
         result = Aggregate(labels, texts, report, model=report.model or model, connection=report.connection,
                            failures=failures)
         value = convert(result)
@@ -328,6 +343,9 @@ class _Fold:
         self.kept: set[int] = set()  # rows listed in failures only because their text was shortened
         self.stopped: Any = None
         self.window, self.known = context_window(model, endpoint)
+        self.spend = budget_of(op)  # the one budget of every level under max_cost
+        self.over: str | None = None  # why max_cost stopped the folding
+        self.unread: set[int] = set()  # rows of first-level requests max_cost kept from being sent
 
     def budget(self, level: int) -> int:
         return self.op._budget(self.window, self.op._prompt(self.instruction, self.what, level, []))
@@ -336,7 +354,7 @@ class _Fold:
         final: list[Any] = [None] * len(groups)
         pending = {g: items for g, items in enumerate(groups) if items}
         level = 0
-        while pending and self.stopped is None:
+        while pending and self.stopped is None and self.over is None:
             answers = self.round(pending, level)
             nxt = {}
             for g in pending:
@@ -356,7 +374,7 @@ class _Fold:
         for g, items in pending.items():
             todo += [(g, (n,), p) for n, p in enumerate(self.pack(items, level))]
         answers: dict[tuple[int, tuple], _Item] = {}
-        while todo and self.stopped is None:
+        while todo and self.stopped is None and self.over is None:
             if not self.known and len(todo) > 1:  # one request first: does the assumed window hold?
                 first, rest = todo[:1], todo[1:]
                 again = self.send(first, level, answers, progress=False)
@@ -407,7 +425,7 @@ class _Fold:
         prompts = [self.op._prompt(self.instruction, self.what, level, p) for _, _, p in todo]
         what = "answers" if level == 0 else f"folding, level {level}"
         result = send(self.op, self.conn, prompts, max_tokens=self.op._cap(), label=f"{self.label}: {what}",
-                      progress=progress)
+                      progress=progress, budget=self.spend)
         self.tally.add(result.report)
         fatal = result.error
         if result.report.interrupted or (fatal is not None and not _is_context(_describe(fatal))):
@@ -421,7 +439,11 @@ class _Fold:
                 answers[(g, key)] = _Item(" ".join(text.split()), [r for it in p for r in it.rows])
                 continue
             reason = result.errors.get(j)
-            if reason is None:  # not sent: the run stopped early (its first requests were all too long)
+            if is_budget_stop(reason):  # max_cost: the call stops (agg.run says so)
+                self.over = reason[len("not sent: "):]
+                if level == 0:
+                    self.unread.update(r for it in p for r in it.rows)
+            elif reason is None:  # not sent: the run stopped early (its first requests were all too long)
                 unsent.append((g, key, p))
             elif _is_context(reason):
                 tried = _tokens(prompts[j]) + self.op._cap()

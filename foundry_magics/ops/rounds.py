@@ -2,8 +2,10 @@
 
 A round is a list of prompts sent through the engine like any run (the operation's options:
 model, system, temperature, concurrency, rpm/tpm, cache, progress; dedup and retries), with a
-schema and an output cap of its own. `Tally` adds the rounds' reports into the one report of
-the operation, which becomes `fm.last_run()`.
+schema and an output cap of its own. With `max_cost`, the operation makes one budget
+(`budget_of`) and every round books on it: the whole call never spends more than the amount,
+and a round the budget stops leaves its rest "not sent: max_cost=... reached". `Tally` adds
+the rounds' reports into the one report of the operation, which becomes `fm.last_run()`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-__all__ = ["send", "Tally"]
+__all__ = ["send", "Tally", "budget_of", "is_budget_stop"]
 
 
 def send(op: Any, conn: Any, prompts: Sequence[str], *, schema: Any = None, max_tokens: Any = None,
-         label: str, progress: bool = True) -> Any:
+         label: str, progress: bool = True, budget: Any = None) -> Any:
     """The engine's `RunResult` of `prompts` (one distinct request each; identical ones sent once)."""
     from foundry_magics import engine
     from foundry_magics.engine.prompts import Requests, RequestSpec
@@ -29,7 +31,19 @@ def send(op: Any, conn: Any, prompts: Sequence[str], *, schema: Any = None, max_
     requests = Requests(len(items), lambda idx: [items[i] for i in idx])
     return engine.run_requests(requests, spec, connection=conn, concurrency=o.get("concurrency"), rpm=o.get("rpm"),
                                tpm=o.get("tpm"), cache=o.get("cache", True),
-                               progress=op._progress() if progress else False, label=label)
+                               progress=op._progress() if progress else False, label=label, budget=budget)
+
+
+def budget_of(op: Any) -> Any:
+    """The one budget of an operation's rounds under its `max_cost` (None without)."""
+    from foundry_magics.engine.runner import shared_budget
+
+    return shared_budget(op.options.get("max_cost"))
+
+
+def is_budget_stop(reason: Any) -> bool:
+    """A request's reason says the budget kept it from being sent."""
+    return isinstance(reason, str) and reason.startswith("not sent: max_cost=")
 
 
 class Tally:

@@ -16,6 +16,12 @@ When the model's judgements are consistent (a higher score never goes to a worse
 comparisons follow one order) the result is the true top k in order. A row whose score failed
 is not ranked; a comparison that failed falls back to the scores. Both are listed in
 `fm.last_run().failures`.
+
+`max_cost`: one budget for the whole call, scores and comparisons together. When it is used
+up, the rows not scored are not ranked (listed in the failures with the reason), the
+comparisons not asked are decided by the scores, and `fm.last_run().stopped` says so; the
+ranking of what was decided is returned. Everything answered is cached: the same call with a
+larger `max_cost` sends only the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from foundry_magics.ops import options as _options
 from foundry_magics.ops.operations import Operation
 from foundry_magics.ops.plan import Plan
 from foundry_magics.ops.replies import loads
-from foundry_magics.ops.rounds import Tally, send
+from foundry_magics.ops.rounds import Tally, budget_of, is_budget_stop, send
 from foundry_magics.ops.template import escape
 
 __all__ = ["TopK", "Ranking", "SCORE", "COMPARE", "SCORE_SCHEMA", "COMPARE_SCHEMA", "check_k"]
@@ -80,7 +86,7 @@ class TopK(Operation):
     kind = "topk"
     output = "fields"
     default_cap = SCORE_MAX_TOKENS
-    allowed = _options.ROW_OPTIONS - {"schema", "images", "max_cost"}  # max_cost: rounds cannot share one budget yet
+    allowed = _options.ROW_OPTIONS - {"schema", "images"}
 
     def __init__(self, instruction: str, k: int = 5, *, where: str | None = None, **options: Any) -> None:
         where = where or "topk()"
@@ -89,6 +95,7 @@ class TopK(Operation):
         super().__init__(template, where=where, **options)
         self.instruction = instruction
         self.schema = SCORE_SCHEMA
+        self.spend: Any = None  # the call's one budget under max_cost (scores and comparisons)
 
     def read(self, texts: Sequence[Any]) -> tuple[dict[Any, list], dict[int, str]]:
         scores: list[Any] = [None] * len(texts)
@@ -127,6 +134,7 @@ class TopK(Operation):
                                      "apply; nothing was sent.",
                                      hint="Run it online (leave batch out), or price it with estimate=True.")
         tally = Tally()
+        self.spend = budget_of(self)
         result = self._online(plan, conn, label)
         tally.add(result.report)
         values, bad = self.read(result.texts)
@@ -149,12 +157,25 @@ class TopK(Operation):
             result.raise_if_stopped()
         head = _Head(self, conn, plan, values["score"], scored, tally, label)
         order = head.select()
+        if head.unasked:
+            tally.stopped = (f"{tally.stopped or 'stopped'}; {head.unasked:,} comparisons were not asked "
+                             f"(the scores decided them)")
         ranking = finish(order, head.failures)
         value = convert(ranking)
         if head.stopped is not None:
             head.stopped.report = ranking.report
             head.stopped.raise_if_stopped()
         return value
+
+    def _online(self, plan: Plan, conn: Any, label: str) -> Any:
+        """The scores: as any operation's run, on the call's one budget."""
+        from foundry_magics import engine
+
+        o = self.options
+        return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
+                                   concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
+                                   cache=o.get("cache", True), progress=self._progress(), label=label,
+                                   pack=self.packing(plan, conn), budget=self.spend)
 
     def _positions(self, plan: Plan, order: list[int]) -> list[int]:
         """Rows of the distinct requests in `order`, best first (identical rows side by side), at most k."""
@@ -182,6 +203,7 @@ class _Head:
         self.texts: dict[int, str] = {}
         self.failures: list[tuple[int, str]] = []
         self.stopped: Any = None  # the RunResult of a round that was stopped (Ctrl-C, a fatal error)
+        self.unasked = 0  # comparisons max_cost kept from being asked (the scores decided them)
 
     def candidates(self, k: int) -> list[int]:
         if not self.order:
@@ -268,9 +290,13 @@ class _Head:
         todo = list(dict.fromkeys((a, b) for a, b in pairs if (a, b) not in self.memo and (b, a) not in self.memo))
         if not todo or self.stopped is not None:
             return
+        spend = self.op.spend
+        if spend is not None and spend.exhausted:  # max_cost used up: the scores decide
+            self.unasked += len(todo)
+            return
         prompts = [compare_prompt(self.texts[a], self.texts[b]) for a, b in todo]
         result = send(self.op, self.conn, prompts, schema=COMPARE_SCHEMA, max_tokens=COMPARE_MAX_TOKENS,
-                      label=f"{self.label}: comparisons")
+                      label=f"{self.label}: comparisons", budget=spend)
         self.tally.add(result.report)
         rows = self.plan.first_pos
         for j, (a, b) in enumerate(todo):
@@ -278,7 +304,9 @@ class _Head:
             choice = _choice(text) if text is not None else None
             if choice is None:
                 why = result.errors.get(j) or (f"the reply names neither A nor B: {text[:60]!r}" if text else None)
-                if why:
+                if is_budget_stop(why):
+                    self.unasked += 1
+                elif why:
                     self.failures.append((int(rows[a]), f"a comparison failed, the scores decided: {why}"))
                 continue
             self.memo[(a, b)] = choice == "A"

@@ -1,0 +1,120 @@
+"""`max_cost` on operations that send several runs (topk, agg, join, fm.compare, Spark): one
+budget for the whole call, on the emulator with known prices. The spend never passes the
+amount, what finished is kept (cached), the rest is reported with the reason, and the same
+call with a larger budget sends only the rest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import foundry_magics as fm
+from foundry_magics.connections import Connection
+from foundry_magics.emulator import Emulator
+from foundry_magics.errors import FoundryError
+from foundry_magics.ops import agg as agg_mod
+from foundry_magics.store.prices import set_prices
+
+pytestmark = pytest.mark.timeout(180)
+
+OFF = dict(progress=False)
+# input free, output 1 per token: a request's upper bound is exactly its output cap, its real
+# cost the tokens it answered (fewer), so a budget of N caps buys at least N requests
+PRICE = (0.0, 1_000_000.0)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    e = Emulator(lifetime=300)
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def conn(emu):
+    set_prices(None)
+    agg_mod._learnt.clear()
+    yield Connection.from_url(emu.url + "/openai/v1", kind="emulator", auth="none", model="gpt-4o-mini")
+    set_prices(None)
+
+
+def sent(emu) -> int:
+    return emu.stats()["requests"]
+
+
+def scored_frame(n: int, tag: str) -> tuple[pd.DataFrame, np.ndarray]:
+    values = np.random.default_rng(7).permutation(100_000)[:n] / 1000
+    return pd.DataFrame({"text": [f"{v:.3f} points, {tag} item {i}" for i, v in enumerate(values)]},
+                        index=[f"r{i}" for i in range(n)]), values
+
+
+# ---------------------------------------------------------------------- topk
+
+
+def test_topk_scores_and_comparisons_share_one_budget_and_a_rerun_sends_only_the_rest(emu, conn):
+    set_prices({"gpt-4o-mini": PRICE})
+    df, values = scored_frame(200, "topk")
+    before = sent(emu)
+    # a cap of 16 output tokens per score request: 20 * 16 buys at least 20 of the 200 scores
+    top = df.foundry.topk("Best item: {text}", k=3, connection=conn, max_cost=20 * 16, concurrency=1, **OFF)
+    report = fm.last_run()
+    first = sent(emu) - before
+    assert report.cost is not None and report.cost <= 20 * 16
+    assert 20 <= first < 200 and report.requests == first
+    assert report.stopped.startswith("max_cost=320 reached")
+    not_ranked = [label for label, why in report.failures if "not ranked (no score): not sent: max_cost=320" in why]
+    assert len(not_ranked) == 200 - first  # every row not scored is reported, with the reason
+    assert len(top) == 3 and not set(top.index) & set(not_ranked)  # what was decided is returned
+
+    before = sent(emu)
+    again = df.foundry.topk("Best item: {text}", k=3, connection=conn, max_cost=100_000, **OFF)
+    assert fm.last_run().stopped is None and fm.last_run().cache_hits >= first
+    assert sent(emu) - before == fm.last_run().requests  # the scores already paid for came from the cache
+    assert again.index.tolist() == [f"r{i}" for i in np.argsort(-values)[:3]]
+
+
+def test_topk_comparisons_stopped_by_the_budget_fall_back_to_the_scores(emu, conn):
+    set_prices({"gpt-4o-mini": PRICE})
+    df, values = scored_frame(40, "head")
+    df.foundry.topk("Best item: {text}", k=3, connection=conn, max_cost=100_000, **OFF)
+    cached = fm.last_run().requests  # scores and comparisons, all cached now
+    # a larger k asks new comparisons, the scores come from the cache: two caps buy a few
+    before = sent(emu)
+    top = df.foundry.topk("Best item: {text}", k=6, connection=conn, max_cost=2 * 16, concurrency=1, **OFF)
+    report = fm.last_run()
+    assert cached > 40 and 2 <= sent(emu) - before == report.requests < 10 and report.cost <= 2 * 16
+    assert "comparisons were not asked (the scores decided them)" in report.stopped
+    assert report.stopped.startswith("max_cost=32 reached")
+    assert len(top) == 6 and not any("comparison failed" in why for _, why in report.failures)
+
+
+# ---------------------------------------------------------------------- agg
+
+
+def numbered(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"id": range(n), "text": [f"the kettle number {i} was cold and slow" for i in range(n)]})
+
+
+def test_agg_stopped_by_the_budget_raises_instead_of_answering_for_part_of_the_rows(emu, conn):
+    set_prices({"tiny-4k": PRICE})
+    df = numbered(2000)  # tiny-4k: a few dozen first-level requests, then the folds
+    agg_mod.learn_window("tiny-4k", conn.endpoint, "maximum context length is 4000", 0)  # both runs pack alike
+    before, ok = sent(emu), emu.stats()["by_status"].get("200", 0)
+    # a cap of 512 output tokens per request, an answer of a few dozen: 512 + 100 buys a few
+    with pytest.raises(FoundryError, match=r"max_cost=612 reached .*rows were not read, so no answer is "
+                                           r"returned") as err:
+        df.foundry.agg("What is wrong? {id}: {text}", connection=conn, model="tiny-4k", max_tokens=512,
+                       max_cost=612, concurrency=1, **OFF)
+    assert "larger max_cost" in err.value.hint
+    report = fm.last_run()
+    first, answered = sent(emu) - before, emu.stats()["by_status"].get("200", 0) - ok
+    assert report.cost is not None and report.cost <= 612
+    assert report.stopped.startswith("max_cost=612 reached") and 2 <= answered == first < 20
+
+    before = sent(emu)
+    reply = df.foundry.agg("What is wrong? {id}: {text}", connection=conn, model="tiny-4k", max_tokens=512,
+                           max_cost=1_000_000, **OFF)
+    assert reply.text.startswith("[emulated] 2,000 rows (ids 0-1999)") and fm.last_run().stopped is None
+    assert fm.last_run().cache_hits == answered  # the answers paid for came from the cache
