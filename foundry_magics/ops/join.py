@@ -21,6 +21,12 @@
   the shortlist's embeddings are sent online first), `estimate=True` (the judgements' estimate;
   with a shortlist, over K right rows per left row as they would be sent, the shortlist's own
   embeddings not counted and nothing sent).
+* `max_cost`: one budget for the whole call, the shortlist's embeddings (at the embedding
+  model's price: it needs one too) and the judgements together. When it runs out, the rest is
+  not sent: left rows without a shortlist and pairs not judged are listed in the failures with
+  the reason (`not sent: max_cost=... reached`), `fm.last_run().stopped` says so, and the pairs
+  judged true so far are returned. With `batch=True`, the judgements' job gets what the
+  embeddings left of the amount.
 """
 
 from __future__ import annotations
@@ -50,8 +56,7 @@ class Join(Operation):
     kind = "join"
     output = "bool"
     default_cap = CLASSIFY_MAX_TOKENS
-    # two runs: no shared budget yet (no max_cost)
-    allowed = (_options.ROW_OPTIONS - {"schema", "images", "max_cost"}) | frozenset(_EMBED_ONLY)
+    allowed = (_options.ROW_OPTIONS - {"schema", "images"}) | frozenset(_EMBED_ONLY)
 
     def __init__(self, predicate: str, *, shortlist: Any = "auto", on: Any = None, where: str | None = None,
                  **options: Any) -> None:
@@ -75,6 +80,7 @@ class Join(Operation):
         self.on: tuple[Any, Any] = (None, None)
         self.k: int | None = None
         self.embed_report: Any = None  # the shortlist's embeddings run
+        self.spend: Any = None  # the call's one budget under max_cost (embeddings and judgements)
 
     def request_schema(self) -> Any:
         return JUDGEMENT_SCHEMA
@@ -115,7 +121,10 @@ class Join(Operation):
         """The whole join: names checked, candidates (the shortlist's embeddings sent online),
         the judgements run in the options' mode; `convert(left positions, right positions)` of
         the matching pairs gives the front-end's frame."""
+        from foundry_magics.ops.rounds import budget_of
+
         self.bind(left, right)
+        self.spend = None if self.estimate else budget_of(self)
         li, ri, unlisted = self.candidates(left, right)
         plan = self.pair_plan(left, right, li, ri)
 
@@ -147,13 +156,20 @@ class Join(Operation):
     def _shortlist(self, left: Rows, right: Rows) -> tuple[Any, Any, list[tuple[int, str]]]:
         import numpy as np
 
-        from foundry_magics.ops.search import as_text, embed_texts_of
+        from foundry_magics import engine
+        from foundry_magics.defaults import EMBED_CONCURRENCY
+        from foundry_magics.ops.search import as_text
         from foundry_magics.ops.vectors import matrix, nearest
 
         lcol, rcol = (_pylist(left.column(self.on[0])), _pylist(right.column(self.on[1])))
         texts = list(dict.fromkeys(as_text(v) for v in [*lcol, *rcol] if not _missing(v)))
         embed = Embed(where=self.where, **self._embed_options())
-        result = embed_texts_of(embed, texts, embed.connection(), f"{self.kind} shortlist")
+        o = embed.options
+        concurrency = min(o.get("concurrency") or EMBED_CONCURRENCY, 4)
+        result = engine.embed_texts(texts, connection=embed.connection(), model=o.get("model"),
+                                    dimensions=o.get("dimensions"), cache=o.get("cache", True),
+                                    progress=embed._progress(), concurrency=concurrency,
+                                    label=f"{self.kind} shortlist", budget=self.spend)
         result.raise_if_stopped()
         self.embed_report = result.report
         where = {t: i for i, t in enumerate(texts)}
@@ -176,6 +192,37 @@ class Join(Operation):
                     + str(result.errors.get(where[as_text(lcol[i])], "no vector")))
                    for i in np.flatnonzero(~lp) if not _missing(lcol[i])]
         return li.astype(np.int64), ri.astype(np.int64), missing
+
+    def _online(self, plan: Plan, conn: Any, label: str) -> Any:
+        """The judgements, on the budget the shortlist's embeddings started (under max_cost)."""
+        if self.spend is None:
+            return super()._online(plan, conn, label)
+        from foundry_magics import engine
+
+        o = self.options
+        return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
+                                   concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
+                                   cache=o.get("cache", True), progress=self._progress(), label=label,
+                                   pack=self.packing(plan, conn), budget=self.spend)
+
+    def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
+        """The judgements' Batch API job, under what the embeddings left of max_cost."""
+        if self.spend is None or not self.spend.spent:
+            return super()._submit(plan, conn, label, finish)
+        from foundry_magics.engine.budget import money
+
+        left = self.spend.limit - self.spend.spent
+        if left <= 0 or self.spend.exhausted:
+            raise ConfigurationError(
+                f"{self.where}: max_cost={self.spend.limit:g}: the shortlist's embeddings spent "
+                f"{money(self.spend.spent)}, nothing is left for the judgements; the job was not submitted.",
+                hint="Raise max_cost (the embeddings are cached: they are not paid twice).")
+        kept = self.options["max_cost"]
+        self.options["max_cost"] = left
+        try:
+            return super()._submit(plan, conn, label, finish)
+        finally:
+            self.options["max_cost"] = kept
 
     def _embed_options(self) -> dict[str, Any]:
         o = self.options

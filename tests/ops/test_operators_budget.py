@@ -118,3 +118,50 @@ def test_agg_stopped_by_the_budget_raises_instead_of_answering_for_part_of_the_r
                            max_cost=1_000_000, **OFF)
     assert reply.text.startswith("[emulated] 2,000 rows (ids 0-1999)") and fm.last_run().stopped is None
     assert fm.last_run().cache_hits == answered  # the answers paid for came from the cache
+
+
+# ---------------------------------------------------------------------- join
+
+
+def join_frames(tag: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    left = pd.DataFrame({"text": [f"{tag} order {i}: the kettle {i % 7} leaks" for i in range(30)]})
+    right = pd.DataFrame({"title": [f"{tag} kettle {j}" for j in range(12)]})
+    return left, right
+
+
+def embed_bytes(left: pd.DataFrame, right: pd.DataFrame) -> int:
+    """What the shortlist's one embeddings request is booked at (input 1 per token: a token a byte)."""
+    texts = dict.fromkeys([*left["text"], *right["title"]])
+    return sum(len(t.encode()) for t in texts)
+
+
+def test_join_embeddings_and_judgements_share_one_budget_and_a_rerun_sends_only_the_rest(emu, conn):
+    set_prices({"gpt-4o-mini": PRICE, "text-embedding-3-small": (1_000_000.0, 0.0)})
+    left, right = join_frames("join")
+    pred = "{left.text} is about {right.title}"
+    cost = embed_bytes(left, right) + 2 * 32  # the embeddings, then at least 2 judgements of a 32-token cap
+    before = sent(emu)
+    out = left.foundry.join(right, pred, shortlist=3, connection=conn, max_cost=cost, concurrency=1, **OFF)
+    report = fm.last_run()  # the judgements' run
+    first = sent(emu) - before
+    assert report.cost is not None and embed_bytes(left, right) + report.cost <= cost  # the embeddings count too
+    assert 2 <= report.requests == first - 1 < 90  # one embeddings request, then some of the 90 judgements
+    assert report.stopped.startswith(f"max_cost={cost} reached")
+    unjudged = [pair for pair, why in report.failures if why.startswith(f"not sent: max_cost={cost} reached")]
+    assert len(unjudged) == 90 - report.requests and isinstance(out, pd.DataFrame)
+
+    before = sent(emu)
+    again = left.foundry.join(right, pred, shortlist=3, connection=conn, max_cost=100_000, **OFF)
+    assert sent(emu) - before == 90 - report.requests  # the embeddings and the judgements made came from the cache
+    assert fm.last_run().stopped is None and len(again) >= len(out)
+
+
+def test_join_a_budget_the_embeddings_do_not_fit_sends_nothing(emu, conn):
+    set_prices({"gpt-4o-mini": PRICE, "text-embedding-3-small": (1_000_000.0, 0.0)})
+    left, right = join_frames("nojoin")
+    before = sent(emu)
+    out = left.foundry.join(right, "{left.text} is about {right.title}", shortlist=3, connection=conn,
+                            max_cost=embed_bytes(left, right) - 1, **OFF)
+    assert sent(emu) == before and out.empty
+    reasons = [why for _, why in fm.last_run().failures]
+    assert len(reasons) == 30 and all("no shortlist" in r and "not sent: max_cost=" in r for r in reasons)
