@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from foundry_magics.defaults import COMPARE_UPDATE_INTERVAL
 from foundry_magics.rest.models import Reply
 
-__all__ = ["Comparison", "compare", "run_comparison"]
+__all__ = ["Comparison", "compare", "run_comparison", "within_budget"]
 
 CURSOR = "▌"
 
@@ -330,6 +330,29 @@ def _changed(comp: Comparison) -> bool:
     return changed
 
 
+def within_budget(p: Any, calls: Sequence[Any], max_cost: float | None) -> None:
+    """Under max_cost, the requests of one call (a comparison's models, or a single cell's one)
+    are refused, nothing sent, when their upper bounds together could pass it: each needs its
+    model's price and must fit alone (`engine.budget.check_request`), then the sum must fit."""
+    if max_cost is None:
+        return
+    from foundry_magics.engine.budget import check_request, money
+    from foundry_magics.errors import ConfigurationError
+
+    bounds = []
+    for call in calls:
+        body = p.dry_run(call)["json"]  # the exact body that would be sent; nothing is sent
+        model = body.get("model") or call.model
+        bounds.append((model, check_request(model, body, max_cost)))
+    total = sum(b for _, b in bounds)
+    if len(bounds) > 1 and total > max_cost * (1 + 1e-12):
+        each = ", ".join(f"{m}: {money(b, up=True)}" for m, b in bounds)
+        raise ConfigurationError(
+            f"max_cost={max_cost:g}: these {len(bounds)} requests could cost up to {money(total, up=True)} together "
+            f"({each}), more than the budget; nothing was sent.",
+            hint="Set a smaller max_tokens, compare fewer models, or raise max_cost.")
+
+
 def compare(prompt: str, models: Sequence[str], **options: Any) -> Comparison:
     """`fm.compare("Explain X", models=["gpt-4.1-mini", "gpt-4o"])`: the same prompt to each
     model at once -> a `Comparison` (shown as columns side by side; `.replies` model -> Reply).
@@ -337,14 +360,16 @@ def compare(prompt: str, models: Sequence[str], **options: Any) -> Comparison:
     Options (checked like every other call's, before anything is sent): system, connection,
     temperature, max_tokens, schema, api, images (a path, URL, bytes, PIL image or a list),
     format ("markdown", "text", "code", "json", "html"), chat (a conversation name: each model
-    continues NAME@MODEL), stream. The prompt is sent as written (no `{name}` interpolation).
-    stream=True streams into the columns of one display (Jupyter) while the replies arrive."""
+    continues NAME@MODEL), stream, max_cost. The prompt is sent as written (no `{name}`
+    interpolation). stream=True streams into the columns of one display (Jupyter) while the
+    replies arrive. max_cost=AMOUNT: when the requests' upper bounds together (each one's input
+    counted high plus its whole output cap, at its model's price) could pass it, nothing is sent."""
     from foundry_magics.errors import ConfigurationError
     from foundry_magics.notebook import prompting
     from foundry_magics.notebook.magic_args import FORMATS, PromptArgs, compare_models_problem
     from foundry_magics.ops.options import REQUEST, check
 
-    opts = check(options, (REQUEST - {"model"}) | {"format", "chat", "stream"}, "fm.compare()")
+    opts = check(options, (REQUEST - {"model"}) | {"format", "chat", "stream", "max_cost"}, "fm.compare()")
     fmt = opts.get("format", "markdown")
     if fmt not in FORMATS:
         raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.",
@@ -369,6 +394,7 @@ def compare(prompt: str, models: Sequence[str], **options: Any) -> Comparison:
     p = prompting.prompter()
     settings = prompting.Settings(stream=stream)
     calls = p.prepare_compare(args, {}, settings)
+    within_budget(p, calls, opts.get("max_cost"))
     live = stream and live_frontend()
     return run_comparison(p, calls, live=live, fmt=calls[0].format, prompt=prompt, notice=calls[0].notice)
 

@@ -307,14 +307,9 @@ class FoundryMagics(Magics):
     def _within_budget(self, p: Any, calls: list[Any], args: Any) -> None:
         """Under max_cost, a request whose upper bound (input counted high plus its whole output
         cap) passes it is refused here: nothing is sent (`engine.budget.check_request`)."""
-        max_cost = self._max_cost(args)
-        if max_cost is None:
-            return
-        from foundry_magics.engine.budget import check_request
+        from foundry_magics.notebook.compare import within_budget
 
-        for call in calls:
-            body = p.dry_run(call)["json"]  # the exact body that would be sent; nothing is sent
-            check_request(body.get("model") or call.model, body, max_cost)
+        within_budget(p, calls, self._max_cost(args))  # several models: their bounds together
 
     def _frame(self, p: Any, args: Any) -> Any:
         """`%%foundry --df DF --out COL`: the cell is a template over DF's columns, filled per row by

@@ -165,3 +165,28 @@ def test_join_a_budget_the_embeddings_do_not_fit_sends_nothing(emu, conn):
     assert sent(emu) == before and out.empty
     reasons = [why for _, why in fm.last_run().failures]
     assert len(reasons) == 30 and all("no shortlist" in r and "not sent: max_cost=" in r for r in reasons)
+
+
+# ---------------------------------------------------------------------- fm.compare
+
+
+def test_compare_refuses_before_sending_when_the_requests_together_could_pass_max_cost(emu, conn):
+    from foundry_magics.errors import ConfigurationError
+
+    set_prices({"gpt-4o-mini": PRICE, "gpt-4.1": PRICE})
+    models = ["gpt-4o-mini", "gpt-4.1"]
+    before = sent(emu)
+    with pytest.raises(ConfigurationError, match=r"max_cost=99: these 2 requests could cost up to 100 together "
+                                                 r"\(gpt-4o-mini: 50, gpt-4.1: 50\)") as err:
+        fm.compare("Hi there", models=models, connection=conn, max_tokens=50, max_cost=99)  # each alone fits
+    assert sent(emu) == before and "compare fewer models" in err.value.hint
+    set_prices(None)
+    set_prices({"gpt-4o-mini": PRICE})
+    with pytest.raises(ConfigurationError, match="price of 'gpt-4.1'"):
+        fm.compare("Hi there", models=models, connection=conn, max_tokens=50, max_cost=1000)
+    assert sent(emu) == before
+    set_prices({"gpt-4o-mini": PRICE, "gpt-4.1": PRICE})
+    comp = fm.compare("Hi there", models=models, connection=conn, max_tokens=50, max_cost=100)
+    assert sent(emu) == before + 2 and set(comp.replies) == set(models)
+    with pytest.raises(ConfigurationError, match="max_cost must be a positive number"):
+        fm.compare("Hi there", models=models, connection=conn, max_cost=0)
