@@ -144,6 +144,8 @@ def _budget(max_cost: float | None, model: str | None, shared: Any = None) -> An
     from foundry_magics.engine.budget import Budget, BudgetShare, require_price
 
     if shared is not None:
+        if shared.price is not None and shared.model == model:  # made for this model (a Spark task's share)
+            return shared
         return BudgetShare(shared, require_price(model, shared.limit), model)
     if max_cost is None:
         return None

@@ -74,6 +74,14 @@ def _run(sdf: Any, op: Any, *, column: str | None = None, output_col: str | None
     if op.batch:
         from foundry_magics.frames.spark_batch import run as spark_batch
 
+        if op.options.get("max_cost") is not None:  # the executors write the lines: no upper bound before submitting
+            from foundry_magics.errors import ConfigurationError
+
+            raise ConfigurationError(f"{op.where}: max_cost does not run with batch=True on Spark yet; nothing was "
+                                     "submitted.",
+                                     hint="Price the job first with sdf.foundry.estimate(...), or drop batch=True: "
+                                          "online, each task gets its share of max_cost.")
+
         if op.options.get("pack") not in (None, 1):  # Spark writes its lines on the executors, one row each
             from foundry_magics.errors import ConfigurationError
 

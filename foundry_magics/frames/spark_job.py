@@ -135,21 +135,27 @@ def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | Non
     the frame the task maps (default `sdf`: `spark_batch` gives `sdf` with those columns joined)."""
     from pyspark.sql.types import StructType
 
-    if op.options.get("max_cost") is not None:  # each task would get the whole budget: refuse, send nothing
+    max_cost = op.options.get("max_cost") if task is None else None  # a Batch API job's replies cost nothing here
+    if max_cost is not None and not _has_partitions(sdf):  # Spark Connect: refuse, send nothing
         raise ConfigurationError(
-            "max_cost does not run on Spark DataFrames yet: the tasks of a job cannot share one budget; "
-            "nothing was sent.",
+            "max_cost does not run on Spark Connect DataFrames yet: the job's partitions cannot be counted to give "
+            "each task its share of the budget; nothing was sent.",
             hint="Price the job first with sdf.foundry.estimate(...) (its upper bound is what it could cost), "
                  "or run a pandas / Polars frame with max_cost.")
     _checked = prepare(sdf, op, column=column, parallelism=parallelism, images=images)
     conn, cluster, used = _checked
     outputs, merge = output_columns(sdf, op, output_col)
+    op_out = shipped(op, online=True, slots=_slots(op, cluster, parallelism))
+    budget = None
+    if max_cost is not None:
+        budget = _budget_share(sdf, op, conn, max_cost)
+        op_out.options["max_cost"] = budget[0]
     spec = TaskSpec(
         job=uuid.uuid4().hex, label=op.kind, connection=conn.to_dict(), connection_name=conn.name,
-        op=shipped(op, online=True, slots=_slots(op, cluster, parallelism)), column=column, columns=tuple(used),
+        op=op_out, column=column, columns=tuple(used),
         outputs=tuple(outputs), images=images, home=cache_home(cluster), merge_error=merge,
         error_prefix=(outputs[0].name if len(outputs) == 1 else op.kind) if merge else None,
-        usage=_usage_accumulator(sdf, op, conn),
+        usage=_usage_accumulator(sdf, op, conn), budget=budget,
     )
     schema: StructType = _output_schema(sdf, outputs, merge)
     with warnings.catch_warnings():
@@ -157,6 +163,23 @@ def build(sdf: Any, op: Any, *, column: str | None = None, output_col: str | Non
         # nothing with PySpark's pandas code (Arrow in, Arrow out), so the warning is not ours to show.
         warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
         return (sdf if source is None else source).mapInArrow((task or PartitionTask)(spec), schema)
+
+
+def _has_partitions(sdf: Any) -> bool:
+    """Classic Spark (its RDD counts the partitions); Spark Connect DataFrames have no `rdd`."""
+    return not type(sdf).__module__.startswith("pyspark.sql.connect")
+
+
+def _budget_share(sdf: Any, op: Any, conn: Any, max_cost: float) -> tuple[float, Any, str | None]:
+    """max_cost on Spark: each task (one per partition of `sdf`) gets `max_cost / partitions`, so
+    the job's total can never pass the amount (a task whose partition needs more stops at its
+    share while others may leave theirs unspent). Priced here, on the driver: no price, no job."""
+    from foundry_magics.engine.budget import require_price
+
+    model = _probe(conn, op)
+    price = require_price(model, max_cost)
+    partitions = max(1, int(sdf.rdd.getNumPartitions()))
+    return max_cost / partitions, price, model
 
 
 def output_columns(sdf: Any, op: Any, output_col: str | None) -> tuple[list[Output], bool]:
@@ -252,17 +275,19 @@ def _check_template(op: Any, column: str | None, columns: list[str]) -> list[str
     return list(dict.fromkeys(plan.fields.values()))
 
 
-def _probe(conn: Any, op: Any) -> None:
-    """Build one request, without a key (the key is the executors'): model, schema, options."""
+def _probe(conn: Any, op: Any) -> str | None:
+    """Build one request, without a key (the key is the executors'): model, schema, options.
+    Returns the model the requests name (as the engine finds it)."""
     from foundry_magics.rest.base import BaseClient
 
     keyless = BaseClient(conn.replace(auth="none", api_key=None))
     o = op.options
     if op.output in ("vector", "score"):  # embeddings (embed, similarity)
-        keyless.build_embed(["probe"], o.get("model"), o.get("dimensions"))
-    else:
-        request = op.request_spec(conn)
-        keyless.build(request.op, "probe", **request.options())
+        _, model = keyless.build_embed(["probe"], o.get("model"), o.get("dimensions"))
+        return model
+    request = op.request_spec(conn)
+    _, body = keyless.build(request.op, "probe", **request.options())
+    return body.get("model") or request.model or conn.model or keyless.model_for(request.model)
 
 
 def _outputs(output_col: str | None, op: Any) -> list[Output]:

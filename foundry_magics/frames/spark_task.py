@@ -74,6 +74,7 @@ class TaskSpec:
     merge_error: bool = False  # the input already has foundry_error (a chained call): keep it
     error_prefix: str | None = None  # chained calls say which call failed
     usage: Any = None  # a Spark accumulator: each run's usage, for the driver's fm.usage()
+    budget: Any = None  # max_cost: (this task's share, the model's Price, the model), priced on the driver
 
 
 def connection_of(spec: TaskSpec) -> Any:
@@ -132,6 +133,11 @@ class PartitionTask:
                 os.environ[ENV_HOME] = spec.home  # a Python worker runs one task at a time
             op = copy.copy(spec.op)
             op.options = {**spec.op.options, "connection": connection_of(spec), "progress": False}
+            if spec.budget is not None:  # one budget for every Arrow batch of this task: its share of max_cost
+                from foundry_magics.engine.budget import Budget
+
+                share, price, model = spec.budget
+                op.spend = Budget(share, price, model=model)
             self._op = op
         return self._op
 

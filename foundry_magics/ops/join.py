@@ -193,18 +193,6 @@ class Join(Operation):
                    for i in np.flatnonzero(~lp) if not _missing(lcol[i])]
         return li.astype(np.int64), ri.astype(np.int64), missing
 
-    def _online(self, plan: Plan, conn: Any, label: str) -> Any:
-        """The judgements, on the budget the shortlist's embeddings started (under max_cost)."""
-        if self.spend is None:
-            return super()._online(plan, conn, label)
-        from foundry_magics import engine
-
-        o = self.options
-        return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
-                                   concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
-                                   cache=o.get("cache", True), progress=self._progress(), label=label,
-                                   pack=self.packing(plan, conn), budget=self.spend)
-
     def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
         """The judgements' Batch API job, under what the embeddings left of max_cost."""
         if self.spend is None or not self.spend.spent:

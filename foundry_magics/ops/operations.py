@@ -135,6 +135,7 @@ class Operation:
     output = "text"  # what a reply becomes: "text", "label", "fields", "vector"
     allowed: frozenset[str] = _options.ROW_OPTIONS
     default_cap: Any = None  # an output cap when the caller gives no max_tokens
+    spend: Any = None  # an engine.budget.Budget its online runs share (several runs, one max_cost)
 
     def __init__(self, template: str, *, where: str | None = None, **options: Any) -> None:
         self.where = where or f"{self.kind}()"
@@ -248,7 +249,7 @@ class Operation:
         return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
                                 concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
                                 cache=o.get("cache", True), progress=self._progress(), label=label,
-                                max_cost=o.get("max_cost"), pack=self.packing(plan, conn))
+                                max_cost=o.get("max_cost"), pack=self.packing(plan, conn), budget=self.spend)
 
     def packing(self, plan: Plan, conn: Any = None) -> Any:
         """pack=N / "auto": how the run packs rows (`ops.packing`); None: one row per request."""
@@ -431,7 +432,7 @@ class Embed(Operation):
                                   cache=o.get("cache", True), progress=self._progress(),
                                   concurrency=min(o.get("concurrency") or EMBED_CONCURRENCY, 4),
                                   weights=plan.weights, rows=plan.n, na_rows=plan.na_rows, label=label,
-                                  max_cost=o.get("max_cost"))
+                                  max_cost=o.get("max_cost"), budget=self.spend)
 
     def _submit(self, plan: Plan, conn: Any, label: str, finish: Callable[[Any], Any]) -> Any:
         from foundry_magics.batch_api.submit import submit_embeddings

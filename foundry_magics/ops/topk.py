@@ -167,16 +167,6 @@ class TopK(Operation):
             head.stopped.raise_if_stopped()
         return value
 
-    def _online(self, plan: Plan, conn: Any, label: str) -> Any:
-        """The scores: as any operation's run, on the call's one budget."""
-        from foundry_magics import engine
-
-        o = self.options
-        return engine.run_requests(plan.requests(), self.request_spec(conn), connection=conn,
-                                   concurrency=o.get("concurrency"), rpm=o.get("rpm"), tpm=o.get("tpm"),
-                                   cache=o.get("cache", True), progress=self._progress(), label=label,
-                                   pack=self.packing(plan, conn), budget=self.spend)
-
     def _positions(self, plan: Plan, order: list[int]) -> list[int]:
         """Rows of the distinct requests in `order`, best first (identical rows side by side), at most k."""
         import numpy as np

@@ -304,8 +304,8 @@ def test_a_bad_option_is_the_same_configuration_error_as_with_pandas_before_any_
     assert "did you mean" in str(pytest.raises(ConfigurationError, sdf.foundry.classify, "text", ["a", "b"],
                                                 connection=conn, temprature=0.1).value).lower()
     sdf.foundry.summarize("text", connection=conn, progress=False)  # every front-end takes progress=
-    with pytest.raises(ConfigurationError, match="max_cost does not run on Spark DataFrames yet"):
-        sdf.foundry.prompt("Summarize {text}", connection=conn, max_cost=0.5)  # tasks cannot share one budget
+    with pytest.raises(ConfigurationError, match="max_cost does not run with batch=True on Spark"):
+        sdf.foundry.prompt("Summarize {text}", connection=conn, max_cost=0.5, batch=True)  # online: a share a task
     with pytest.raises(ConfigurationError, match="sample= does not run on Spark"):
         sdf.foundry.estimate("Summarize {text}", connection=conn, sample=5)
     assert requests_sent(emu) == 0
