@@ -38,7 +38,7 @@ from foundry_magics.errors import ConfigurationError
 from foundry_magics.ops import options as _options
 from foundry_magics.ops.operations import Embed, Operation, Outcome, Rows
 from foundry_magics.ops.plan import Plan
-from foundry_magics.ops.replies import JUDGEMENT_SCHEMA, MISSING, read_bool
+from foundry_magics.ops.replies import JUDGEMENT_SCHEMA, read_judgements
 from foundry_magics.ops.template import escape, resolve_qualified
 
 __all__ = ["Join", "joined_names", "JUDGE", "AUTO_K", "AUTO_PAIRS", "SIDES"]
@@ -240,16 +240,7 @@ class Join(Operation):
     # -- reading the replies ---------------------------------------------------------------
 
     def read(self, texts: Sequence[Any]) -> tuple[dict[Any, list], dict[int, str]]:
-        out: list[Any] = [None] * len(texts)
-        bad: dict[int, str] = {}
-        for i, text in enumerate(texts):
-            if text is None:
-                continue
-            verdict = read_bool(text)
-            if verdict is MISSING:
-                bad[i] = f"the reply is not a yes/no judgement: {str(text)[:80]!r}"
-            else:
-                out[i] = verdict
+        out, bad = read_judgements(texts)
         return {None: out}, bad
 
     @staticmethod

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from foundry_magics.defaults import JUDGE_MAX_TOKENS
 from foundry_magics.ops import options as _options
 from foundry_magics.ops.operations import Operation
-from foundry_magics.ops.replies import JUDGEMENT, JUDGEMENT_SCHEMA, MISSING, read_bool
+from foundry_magics.ops.replies import JUDGEMENT, JUDGEMENT_SCHEMA, MISSING, read_bool, read_judgements
 from foundry_magics.ops.template import escape
 
 __all__ = ["Judge", "JUDGE", "JUDGE_SCHEMA", "ANSWER", "read_answer", "left_out"]
@@ -52,16 +52,7 @@ class Judge(Operation):
         self.schema = JUDGE_SCHEMA
 
     def read(self, texts: Sequence[Any]) -> tuple[dict[Any, list], dict[int, str]]:
-        answers: list[Any] = [None] * len(texts)
-        bad: dict[int, str] = {}
-        for i, text in enumerate(texts):
-            if text is None:
-                continue
-            value = read_answer(text)
-            if value is None:
-                bad[i] = f"the reply is not a yes/no judgement: {text[:80]!r}"
-            else:
-                answers[i] = value
+        answers, bad = read_judgements(texts)
         return {ANSWER: answers}, bad
 
 

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 from foundry_magics.ops.template import MISSING
 
-__all__ = ["loads", "match_label", "json_fields", "schema_fields", "read_bool", "JUDGEMENT", "JUDGEMENT_SCHEMA",
-           "MISSING"]
+__all__ = ["loads", "match_label", "json_fields", "schema_fields", "read_bool", "read_judgements", "JUDGEMENT",
+           "JUDGEMENT_SCHEMA", "MISSING"]
 
 
 def loads(text: str) -> Any:
@@ -114,3 +114,19 @@ def read_bool(text: Any) -> Any:
     if word in _NO:
         return False
     return MISSING
+
+
+def read_judgements(texts: Sequence[Any]) -> tuple[list[Any], dict[int, str]]:
+    """Per-reply yes/no values (None where the reply failed or is no judgement), and the reasons
+    for the replies that are not one: what mask/filter and join make of their replies."""
+    out: list[Any] = [None] * len(texts)
+    bad: dict[int, str] = {}
+    for i, text in enumerate(texts):
+        if text is None:
+            continue
+        verdict = read_bool(text)
+        if verdict is MISSING:
+            bad[i] = f"the reply is not a yes/no judgement: {str(text)[:80]!r}"
+        else:
+            out[i] = verdict
+    return out, bad
