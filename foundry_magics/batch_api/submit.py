@@ -32,6 +32,7 @@ from foundry_magics.engine.prompts import Batch, RequestSpec
 from foundry_magics.engine.report import BatchResult
 from foundry_magics.engine.run import Weights
 from foundry_magics.errors import ConfigurationError
+from foundry_magics.store.cache import CacheOnUse
 
 __all__ = ["submit", "submit_embeddings", "check_budget", "Call"]
 
@@ -156,7 +157,7 @@ def _start(client: Any, src: Source, **options: Any) -> BatchJob:
     return BatchJob(call.job_ids, client=client, store=call.store, call=call)
 
 
-class Call:
+class Call(CacheOnUse):
     """The context of one DataFrame call: its requests, what the scan found, how to finish."""
 
     def __init__(self, client: Any, src: Source, store: Any, *, cache: bool, progress: Any, label: str,
@@ -182,24 +183,6 @@ class Call:
         self.started = time.monotonic()
         self.in_tokens = self.out_tokens = 0
         self.cached_tokens = self.reasoning_tokens = 0  # parts of in_tokens / out_tokens
-        self._cache: Any = None
-
-    # -- the response cache (results always land there: that is how a job survives a restart)
-
-    @property
-    def cache(self) -> Any:
-        if self._cache is None:
-            from foundry_magics.store.cache import ResponseCache
-
-            self._cache = ResponseCache()
-        return self._cache
-
-    def close(self) -> None:
-        if self._cache is not None:
-            try:
-                self._cache.close()
-            finally:
-                self._cache = None
 
     def forget_if_empty(self) -> None:
         """A job recorded whose first upload never finished has nothing on the service: no row."""

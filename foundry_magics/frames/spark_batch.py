@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from foundry_magics.defaults import BATCH_CHUNK, BATCH_MAX_BYTES, BATCH_MAX_LINES, ENV_HOME
 from foundry_magics.frames.spark_task import PartitionTask
+from foundry_magics.store.cache import CacheOnUse
 
 if TYPE_CHECKING:
     # SparkBatchJob is made on first use (_job_class, via the module's __getattr__) so that importing this
@@ -493,7 +494,7 @@ class _Source:
     size: int = 0
 
 
-class SparkCall:
+class SparkCall(CacheOnUse):
     """One Spark batch call, as `BatchJob` sees a call: progress, poll interval, the cache that
     collection fills, the tokens it counts; and how the Spark DataFrame is made (`assemble`)."""
 
@@ -510,22 +511,6 @@ class SparkCall:
         self.cached_rows = self.pending_rows = self.cache_hits = self.submitted = 0
         self.in_tokens = self.out_tokens = 0
         self.started = started
-        self._cache: Any = None
-
-    @property
-    def cache(self) -> Any:
-        if self._cache is None:
-            from foundry_magics.store.cache import ResponseCache
-
-            self._cache = ResponseCache()
-        return self._cache
-
-    def close(self) -> None:
-        if self._cache is not None:
-            try:
-                self._cache.close()
-            finally:
-                self._cache = None
 
     def interval(self) -> float:
         from foundry_magics.batch_api.state import default_interval

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
-__all__ = ["CachedReply", "ResponseCache", "MemoryCache", "request_key", "cache_path"]
+__all__ = ["CachedReply", "ResponseCache", "MemoryCache", "CacheOnUse", "request_key", "cache_path"]
 
 MIGRATIONS = [
     """
@@ -237,3 +237,22 @@ class ResponseCache(MemoryCache):
                 self._db.close()
                 self._db = None
 
+
+class CacheOnUse:
+    """A `ResponseCache` opened on first use (`self.cache`) and closed by `close()`: for a Batch
+    API call, whose results always land in the cache (that is how a job survives a restart)."""
+
+    _cache: Any = None
+
+    @property
+    def cache(self) -> Any:
+        if self._cache is None:
+            self._cache = ResponseCache()
+        return self._cache
+
+    def close(self) -> None:
+        if self._cache is not None:
+            try:
+                self._cache.close()
+            finally:
+                self._cache = None
