@@ -4,13 +4,12 @@ afford carry the reason in foundry_error; the same call with a larger budget sen
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'foundry-magics[spark]'")
 pytest.importorskip("pyarrow", reason="pyarrow is not installed: pip install 'foundry-magics[spark]'")
+
+from test_spark import spark  # noqa: E402,F401 - the Spark session fixture, shared with the other Spark tests
 
 from foundry_magics.connections import Connection  # noqa: E402
 from foundry_magics.emulator import Emulator  # noqa: E402
@@ -22,21 +21,6 @@ pytestmark = [pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
 
 PRICE = (0.0, 1_000_000.0)  # input free, output 1 per token: a request's bound is its output cap
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    os.environ.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-                      SPARK_LOCAL_IP="127.0.0.1")
-    session = (SparkSession.builder.master("local[2]").appName("foundry-magics-budget")
-               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
-               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.shuffle.partitions", "2").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 @pytest.fixture
@@ -58,7 +42,7 @@ def test_each_task_spends_its_share_the_job_never_passes_max_cost_and_a_rerun_se
                                                                                                   conn):
     set_prices({"gpt-4o-mini": PRICE})
     rows = [(f"spark budget review {i}: the kettle was fine",) for i in range(200)]
-    sdf = spark.createDataFrame(rows, "text string").repartition(2)
+    sdf = spark.session.createDataFrame(rows, "text string").repartition(2)
     assert sdf.rdd.getNumPartitions() == 2
     # a cap of 16 output tokens: each task's share (160) buys at least 10 of its ~100 rows
     out = sdf.foundry.prompt("Summarize {text}", connection=conn, max_tokens=16, max_cost=320, concurrency=1,
@@ -79,7 +63,7 @@ def test_each_task_spends_its_share_the_job_never_passes_max_cost_and_a_rerun_se
 
 
 def test_without_a_price_or_with_batch_nothing_is_sent(spark, emu, conn):
-    sdf = spark.createDataFrame([("a",), ("b",)], "text string")
+    sdf = spark.session.createDataFrame([("a",), ("b",)], "text string")
     with pytest.raises(ConfigurationError, match="needs the price of 'gpt-4o-mini'"):
         sdf.foundry.prompt("Summarize {text}", connection=conn, max_cost=1.0)
     set_prices({"gpt-4o-mini": PRICE})

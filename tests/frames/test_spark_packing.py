@@ -4,18 +4,14 @@ fewer requests; `pack=` with `batch=True` is refused before anything is sent."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'foundry-magics[spark]'")
 pytest.importorskip("pyarrow", reason="pyarrow is not installed: pip install 'foundry-magics[spark]'")
 
-from foundry_magics.connections import Connection  # noqa: E402
-from foundry_magics.emulator import Emulator  # noqa: E402
+from test_spark import connection, emu, spark  # noqa: E402,F401 - fixtures (one Spark session per module)
+
 from foundry_magics.errors import ConfigurationError  # noqa: E402
-from foundry_magics.frames import spark as fm_spark  # noqa: E402,F401  (registers sdf.foundry)
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")]
@@ -23,38 +19,11 @@ pytestmark = [pytest.mark.timeout(300),
 LABELS = ["shipping", "quality", "price"]
 
 
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    os.environ.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
-                      SPARK_LOCAL_IP="127.0.0.1")
-    session = (SparkSession.builder.master("local[2]").appName("foundry-magics-packing")
-               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
-               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.shuffle.partitions", "2").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-
-
-@pytest.fixture
-def emu():
-    e = Emulator(lifetime=300)
-    e.start()
-    yield e
-    e.stop()
-
-
-def connection(emu):
-    return Connection.from_url(emu.url + "/openai/v1", kind="emulator", auth="none", model="gpt-4o-mini")
-
-
 def test_packed_spark_rows_get_the_answers_they_get_alone_in_fewer_requests(spark, emu):
     conn = connection(emu)
     words = ["late parcel", "broken lid", "too expensive", "arrived damaged", "great value", "slow courier"]
     rows = [(i, f"review {i}: {words[i % len(words)]} number {i}") for i in range(120)]
-    sdf = spark.createDataFrame(rows, "id long, text string").repartition(2)
+    sdf = spark.session.createDataFrame(rows, "id long, text string").repartition(2)
 
     packed = {r["id"]: r["label"] for r in
               sdf.foundry.classify("text", LABELS, pack=10, connection=conn, progress=False).collect()}
@@ -69,7 +38,7 @@ def test_packed_spark_rows_get_the_answers_they_get_alone_in_fewer_requests(spar
 
 
 def test_pack_with_batch_is_refused_on_spark_before_anything_is_sent(spark, emu):
-    sdf = spark.createDataFrame([(1, "a")], "id long, text string")
+    sdf = spark.session.createDataFrame([(1, "a")], "id long, text string")
     with pytest.raises(ConfigurationError):
         sdf.foundry.classify("text", LABELS, pack=10, batch=True, connection=connection(emu), progress=False)
     assert emu.stats()["requests"] == 0
