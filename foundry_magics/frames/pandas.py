@@ -390,7 +390,52 @@ class _Base:
         return last_run()
 
 
-class FoundryDataFrameAccessor(_Base):
+class _Operators:
+    """The semantic operators of `df.foundry` and `s.foundry` (ops/judge.py, ops/topk.py, ops/agg.py):
+    the same methods on both; in the Series form `{}` is the value."""
+
+    _obj: Any
+    _who: str
+
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One yes/no judgement per distinct row of `predicate` (a template, e.g. "The review mentions
+        a delivery problem: {text}") -> a boolean Series on the index; NA where the judgement failed
+        (the reason in fm.last_run().failures) or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The rows judged true by `predicate` (index kept). Rows whose judgement failed are left out:
+        a warning line says how many, fm.last_run().failures lists them. Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The k best rows for `instruction` (a template), best first, with a `rank` column (1 = best).
+        Every distinct row is scored once, then the best candidates are compared pairwise:
+        O(n) requests plus O(k log n). Rows that could not be scored are not ranked and are listed
+        in fm.last_run().failures. Options as for prompt() (estimate=True prices the scoring)."""
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One answer to `instruction` over every row -> an fm.Reply; with by="col", a Series of
+        str, one answer per group. Rows are packed into requests that fit the model's context and
+        the answers folded until one remains (no row left out). Options as for prompt()
+        (max_tokens caps each answer, default 512)."""
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+
+class FoundryDataFrameAccessor(_Operators, _Base):
     """`df.foundry`: prompts over the frame's columns."""
 
     def prompt(self, template: str, system: str | None = None, model: str | None = None, connection: Any = None,
@@ -454,47 +499,8 @@ class FoundryDataFrameAccessor(_Base):
         dimensions for the shortlist's embeddings."""
         return join(self._obj, other, predicate, shortlist=shortlist, on=on, where="df.foundry.join()", **options)
 
-    # -- semantic operators (ops/judge.py, ops/topk.py, ops/agg.py) --------------------------
 
-    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-             cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """One yes/no judgement per distinct row of `predicate` (a template, e.g. "The review mentions
-        a delivery problem: {text}") -> a boolean Series on the index; NA where the judgement failed
-        (the reason in fm.last_run().failures) or a value is missing. Options as for prompt()."""
-        return mask(self._obj, predicate, where=f"{self._who}.mask()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-               cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The rows judged true by `predicate` (index kept). Rows whose judgement failed are left out:
-        a warning line says how many, fm.last_run().failures lists them. Options as for prompt()."""
-        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
-                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
-             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The k best rows for `instruction` (a template), best first, with a `rank` column (1 = best).
-        Every distinct row is scored once, then the best candidates are compared pairwise:
-        O(n) requests plus O(k log n). Rows that could not be scored are not ranked and are listed
-        in fm.last_run().failures. Options as for prompt() (estimate=True prices the scoring)."""
-        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
-            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """One answer to `instruction` over every row -> an fm.Reply; with by="col", a Series of
-        str, one answer per group. Rows are packed into requests that fit the model's context and
-        the answers folded until one remains (no row left out). Options as for prompt()
-        (max_tokens caps each answer, default 512)."""
-        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
-                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-
-class FoundrySeriesAccessor(_Base):
+class FoundrySeriesAccessor(_Operators, _Base):
     """`series.foundry`: prompts over one column; `{}` is the value."""
 
     _who = "s.foundry"
@@ -563,45 +569,6 @@ class FoundrySeriesAccessor(_Base):
         """Categorical Series: positive / negative / neutral (NA when unclassifiable)."""
         return sentiment(self._obj, where="s.foundry.sentiment()",
                          **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    # -- semantic operators (ops/judge.py, ops/topk.py, ops/agg.py) --------------------------
-
-    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-             cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """One yes/no judgement per distinct row of `predicate` (a template, e.g. "Mentions a delivery
-        problem: {}") -> a boolean Series on the index; NA where the judgement failed
-        (the reason in fm.last_run().failures) or a value is missing. Options as for prompt()."""
-        return mask(self._obj, predicate, where=f"{self._who}.mask()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-               cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The rows judged true by `predicate` (index kept). Rows whose judgement failed are left out:
-        a warning line says how many, fm.last_run().failures lists them. Options as for prompt()."""
-        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
-                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
-             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The k best rows for `instruction` (a template), best first, with a `rank` column (1 = best).
-        Every distinct row is scored once, then the best candidates are compared pairwise:
-        O(n) requests plus O(k log n). Rows that could not be scored are not ranked and are listed
-        in fm.last_run().failures. Options as for prompt() (estimate=True prices the scoring)."""
-        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
-            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """One answer to `instruction` over every row -> an fm.Reply; with by="col", a Series of
-        str, one answer per group. Rows are packed into requests that fit the model's context and
-        the answers folded until one remains (no row left out). Options as for prompt()
-        (max_tokens caps each answer, default 512)."""
-        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
-                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
 
 def batch_jobs(limit: int | None = None) -> Any:

@@ -411,7 +411,45 @@ class _Base:
         return last_run()
 
 
-class FoundryPolarsFrame(_Base):
+class _Operators:
+    """The semantic operators of `pl_df.foundry` and `pl_series.foundry` (as in pandas): the same
+    methods on both; in the Series form `{}` is the value."""
+
+    _obj: Any
+    _who: str
+
+    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+             cache: bool = True, progress: Any = True, *, output_col: str | None = None, **options: Any) -> Any:
+        """One yes/no judgement per distinct row -> pl.Series of Boolean named "mask" (or `output_col`),
+        null where the judgement failed or a value is missing. Options as for prompt()."""
+        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
+               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
+               cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The rows judged true; rows whose judgement failed are left out (said in one warning line,
+        listed by row number in fm.last_run().failures). Options as for prompt()."""
+        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
+                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
+             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """The k best rows for `instruction`, best first, with a `rank` column (1 = best)."""
+        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
+                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
+            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
+            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
+        """One answer over every row (fm.Reply); with by="col" a pl.DataFrame (col, agg), one row per group."""
+        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
+                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
+
+
+class FoundryPolarsFrame(_Operators, _Base):
     """`pl_df.foundry`: prompts over the frame's columns."""
 
     def prompt(self, template: str, system: str | None = None, model: str | None = None, connection: Any = None,
@@ -461,40 +499,8 @@ class FoundryPolarsFrame(_Base):
         ({left.col}, {right.col}); shortlist / on / options as for pandas' df.foundry.join."""
         return join(self._obj, other, predicate, shortlist=shortlist, on=on, where="df.foundry.join()", **options)
 
-    # -- semantic operators (as in pandas) ---------------------------------------------------
 
-    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-             cache: bool = True, progress: Any = True, *, output_col: str | None = None, **options: Any) -> Any:
-        """One yes/no judgement per distinct row -> pl.Series of Boolean named "mask" (or `output_col`),
-        null where the judgement failed or a value is missing. Options as for prompt()."""
-        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-               cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The rows judged true; rows whose judgement failed are left out (said in one warning line,
-        listed by row number in fm.last_run().failures). Options as for prompt()."""
-        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
-                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
-             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The k best rows for `instruction`, best first, with a `rank` column (1 = best)."""
-        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
-            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """One answer over every row (fm.Reply); with by="col" a pl.DataFrame (col, agg), one row per group."""
-        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
-                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-
-class FoundryPolarsSeries(_Base):
+class FoundryPolarsSeries(_Operators, _Base):
     """`pl_series.foundry`: prompts over one column; `{}` is the value. Results keep its name."""
 
     _who = "s.foundry"
@@ -561,38 +567,6 @@ class FoundryPolarsSeries(_Base):
         """pl.Series of Enum: positive / negative / neutral (null when unclassifiable)."""
         return sentiment(self._obj, where="s.foundry.sentiment()",
                          **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    # -- semantic operators (as in pandas) ---------------------------------------------------
-
-    def mask(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-             concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-             cache: bool = True, progress: Any = True, *, output_col: str | None = None, **options: Any) -> Any:
-        """One yes/no judgement per distinct row -> pl.Series of Boolean named "mask" (or `output_col`),
-        null where the judgement failed or a value is missing. Options as for prompt()."""
-        return mask(self._obj, predicate, output_col=output_col, where=f"{self._who}.mask()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def filter(self, predicate: str, system: str | None = None, model: str | None = None, connection: Any = None,
-               concurrency: int | None = None, rpm: float | None = None, tpm: float | None = None,
-               cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The rows judged true; rows whose judgement failed are left out (said in one warning line,
-        listed by row number in fm.last_run().failures). Options as for prompt()."""
-        return filter_rows(self._obj, predicate, where=f"{self._who}.filter()",
-                           **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def topk(self, instruction: str, k: int = 5, system: str | None = None, model: str | None = None,
-             connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-             tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """The k best rows for `instruction`, best first, with a `rank` column (1 = best)."""
-        return topk(self._obj, instruction, k, where=f"{self._who}.topk()",
-                    **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
-
-    def agg(self, instruction: str, by: Any = None, system: str | None = None, model: str | None = None,
-            connection: Any = None, concurrency: int | None = None, rpm: float | None = None,
-            tpm: float | None = None, cache: bool = True, progress: Any = True, **options: Any) -> Any:
-        """One answer over every row (fm.Reply); with by="col" a pl.DataFrame (col, agg), one row per group."""
-        return agg(self._obj, instruction, by=by, where=f"{self._who}.agg()",
-                   **_common(system, model, connection, concurrency, rpm, tpm, cache, progress), **options)
 
 
 def register() -> None:
